@@ -1,0 +1,22 @@
+"""Where latentpedia keeps its data, and the default store URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """The data directory: $LATENTPEDIA_HOME, else $XDG_DATA_HOME/latentpedia, else ~/.local/share/latentpedia."""
+    env = os.environ.get("LATENTPEDIA_HOME")
+    if env:
+        path = Path(env)
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        path = Path(xdg) / "latentpedia"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_db_url() -> str:
+    return os.environ.get("LATENTPEDIA_DB") or f"sqlite:///{data_dir() / 'atlas.db'}"
