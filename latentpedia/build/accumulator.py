@@ -1,0 +1,69 @@
+"""All streaming dashboard statistics of one source, updated batch by batch.
+
+`update` takes the source's latent activations for a batch of windows (position 0, the BOS,
+is excluded from every statistic) and costs a few vectorised tensor operations; `state`/`load`
+round-trip everything needed to resume a build exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from latentpedia.build.correlation import Correlations
+from latentpedia.build.examples import QuantileExamples, TopExamples
+from latentpedia.build.histogram import StreamingHistogram
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    top_k: int = 32
+    n_groups: int = 10
+    per_group: int = 5
+    hist_bins: int = 50
+    n_logits: int = 10
+    n_aligned: int = 10
+    n_correlated: int = 10
+    seed: int = 0
+
+
+class SourceAccumulator:
+    def __init__(self, d: int, window_len: int, config: StatsConfig = StatsConfig()):
+        self.d, self.window_len, self.config = d, window_len, config
+        self.n_tokens = 0
+        self.count_pos = torch.zeros(d, dtype=torch.int64)
+        self.sums = torch.zeros(d, dtype=torch.float64)
+        self.maxima = torch.zeros(d)
+        self.top = TopExamples(d, config.top_k, window_len)
+        self.quantiles = QuantileExamples(d, window_len, n_groups=config.n_groups, per_group=config.per_group, seed=config.seed)
+        self.hist = StreamingHistogram(d)
+        self.corr = Correlations(d)
+
+    def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
+        """acts [B, T, d] latent activations of windows [B] (window ids in the corpus)."""
+        acts = acts.float()
+        body = acts[:, 1:, :]
+        flat = body.reshape(-1, self.d)
+        self.n_tokens += flat.shape[0]
+        self.count_pos += (flat > 0).sum(0)
+        self.sums += flat.sum(0, dtype=torch.float64)
+        wmax = body.max(dim=1).values  # [B, d]
+        self.maxima = torch.maximum(self.maxima, wmax.max(0).values)
+        padded = torch.cat([torch.zeros_like(acts[:, :1, :]), body], dim=1)
+        self.top.update(wmax, windows, padded)
+        self.quantiles.update(wmax, windows, padded, self.maxima)
+        self.hist.update(flat, self.maxima)
+        self.corr.update(flat)
+
+    _PARTS = ("top", "quantiles", "hist", "corr")
+
+    def state(self) -> dict:
+        plain = {k: getattr(self, k) for k in ("n_tokens", "count_pos", "sums", "maxima")}
+        return {**plain, **{part: getattr(self, part).state() for part in self._PARTS}}
+
+    def load(self, state: dict) -> None:
+        for key in ("n_tokens", "count_pos", "sums", "maxima"):
+            setattr(self, key, state[key])
+        for part in self._PARTS:
+            getattr(self, part).load(state[part])

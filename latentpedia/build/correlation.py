@@ -1,0 +1,97 @@
+"""Pearson correlation between every pair of latents of a source, over all tokens.
+
+Sums and the Gram matrix X^T X are accumulated exactly over every token (float64). Dense
+batches use a matmul; sparse ones (SAE latents) a sparse product, so a 16k-latent SAE costs
+what its active pairs cost. Above `max_dense` latents the Gram matrix would not fit in memory:
+then only a deterministic subsample of tokens is kept (sparse) and correlations are computed from
+it blockwise at the end; the result says which.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+MAX_DENSE = 16384
+SPARSE_BELOW = 0.05  # use the sparse product when fewer than this fraction of entries are non-zero
+
+
+class Correlations:
+    def __init__(self, d: int, *, max_dense: int = MAX_DENSE, sample_every: int = 8, sample_cap: int = 65536):
+        self.d = d
+        self.exact = d <= max_dense
+        self.sample_every, self.sample_cap = sample_every, sample_cap
+        self.n = 0
+        self.sums = torch.zeros(d, dtype=torch.float64)
+        self.gram = torch.zeros((d, d), dtype=torch.float64 if d <= 4096 else torch.float32) if self.exact else None
+        self.sample: list[torch.Tensor] = []
+        self.sampled = 0
+        self.batches = 0
+
+    def update(self, x: torch.Tensor) -> None:
+        """x [N, d] activations of N tokens."""
+        self.batches += 1
+        if not self.exact:
+            self._keep_sample(x)
+            return
+        self.n += x.shape[0]
+        self.sums += x.sum(0, dtype=torch.float64)
+        nonzero = (x != 0).float().mean().item()
+        if nonzero < SPARSE_BELOW:
+            self._add_sparse(x)
+        else:
+            self.gram += (x.T @ x).to(self.gram.dtype)
+
+    def _add_sparse(self, x: torch.Tensor) -> None:
+        s = x.to_sparse_coo()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            prod = torch.sparse.mm(s.t().coalesce(), s).coalesce()
+        i, j = prod.indices()
+        self.gram.index_put_((i, j), prod.values().to(self.gram.dtype), accumulate=True)
+
+    def _keep_sample(self, x: torch.Tensor) -> None:
+        if self.batches % self.sample_every or self.sampled >= self.sample_cap:
+            return
+        take = x[: self.sample_cap - self.sampled]
+        self.sample.append(take.to_sparse_coo())
+        self.sampled += take.shape[0]
+
+    def top(self, k: int = 10, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(indices [d, k], values [d, k]) of the most correlated other latents, and a note."""
+        if self.exact:
+            n, sums, gram_rows = self.n, self.sums, lambda a, b: self.gram[a:b].to(torch.float64)
+            note = {"correlation": "pearson over all tokens"}
+        else:
+            dense = torch.cat([s.to_dense() for s in self.sample]) if self.sample else torch.zeros((1, self.d))
+            n, sums = dense.shape[0], dense.sum(0, dtype=torch.float64)
+            gram_rows = lambda a, b: (dense[:, a:b].T @ dense).to(torch.float64)  # noqa: E731
+            note = {"correlation": f"pearson over a sample of {n} tokens (source wider than {MAX_DENSE})"}
+        n = max(n, 1)
+        mean = sums / n
+        return (*self._top_blocks(gram_rows, mean, n, k, block), note)
+
+    def _top_blocks(self, gram_rows, mean, n, k, block):
+        d = self.d
+        var = torch.cat([torch.diagonal(gram_rows(a, min(a + block, d))[:, a : min(a + block, d)]) for a in range(0, d, block)])
+        std = (var / n - mean**2).clamp_min(0).sqrt()
+        live = std > 1e-12
+        k = min(k, max(d - 1, 0))
+        idx, val = torch.zeros((d, k), dtype=torch.int64), torch.zeros((d, k))
+        for a in range(0, d, block):
+            b = min(a + block, d)
+            cov = gram_rows(a, b) / n - mean[a:b, None] * mean[None, :]
+            corr = cov / (std[a:b, None] * std[None, :]).clamp_min(1e-30)
+            corr[:, ~live] = float("-inf")
+            corr[torch.arange(b - a), torch.arange(a, b)] = float("-inf")
+            top = torch.topk(corr, k, dim=1)
+            idx[a:b], val[a:b] = top.indices, top.values.float()
+        return idx, val
+
+    def state(self) -> dict:
+        return {"n": self.n, "sums": self.sums, "gram": self.gram, "sample": self.sample, "sampled": self.sampled, "batches": self.batches}
+
+    def load(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -1,0 +1,102 @@
+"""Turn a finished accumulator (plus the source's decoder) into stored records."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latentpedia.build.accumulator import SourceAccumulator
+from latentpedia.store.records import ExampleBatch, LatentStats
+
+
+def logit_effects(
+    directions: torch.Tensor, norm_weight: torch.Tensor | None, W_U: torch.Tensor, *, n: int = 10, bins: int = 50, block: int = 512
+) -> list[dict]:
+    """Tokens each direction promotes/suppresses: direction * final-norm scale @ W_U^T, per latent."""
+    basis = "final_norm_scale*W_U" if norm_weight is not None else "W_U"
+    out = []
+    for a in range(0, directions.shape[0], block):
+        dirs = directions[a : a + block].float()
+        if norm_weight is not None:
+            dirs = dirs * norm_weight.float()
+        logits = dirs @ W_U.float().T
+        pos = torch.topk(logits, n, dim=1)
+        neg = torch.topk(-logits, n, dim=1)
+        lo, hi = logits.min(1).values, logits.max(1).values
+        for r in range(logits.shape[0]):
+            counts = torch.histc(logits[r], bins=bins, min=lo[r].item(), max=hi[r].item())
+            edges = torch.linspace(lo[r].item(), hi[r].item(), bins + 1)
+            out.append(
+                {
+                    "pos": [[int(i), round(float(v), 5)] for i, v in zip(pos.indices[r], pos.values[r])],
+                    "neg": [[int(i), round(-float(v), 5)] for i, v in zip(neg.indices[r], neg.values[r])],
+                    "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts]},
+                    "basis": basis,
+                }
+            )
+    return out
+
+
+def aligned_entries(decoder: torch.Tensor, n: int = 10) -> list[list[list[float]]]:
+    """Largest-magnitude entries of each decoder row: [[dimension, value], ...]."""
+    top = torch.topk(decoder.float().abs(), min(n, decoder.shape[1]), dim=1).indices
+    vals = torch.gather(decoder.float(), 1, top)
+    return [[[int(i), round(float(v), 5)] for i, v in zip(ti, tv)] for ti, tv in zip(top, vals)]
+
+
+def latent_stats(acc: SourceAccumulator, logits: list[dict], aligned: list) -> tuple[LatentStats, dict]:
+    cfg = acc.config
+    n = max(acc.n_tokens, 1)
+    edges, counts = acc.hist.finalize(acc.maxima, cfg.hist_bins)
+    corr_idx, corr_val, note = acc.corr.top(cfg.n_correlated)
+    hist = [
+        {"edges": [round(float(e), 5) for e in edges[i]], "counts": [int(c) for c in counts[i]]} for i in range(acc.d)
+    ]
+    correlated = [
+        [[int(j), round(float(v), 5)] for j, v in zip(corr_idx[i], corr_val[i]) if np.isfinite(float(v))]
+        for i in range(acc.d)
+    ]
+    stats = LatentStats(
+        max_act=acc.maxima.numpy().astype(np.float32),
+        frac_nonzero=(acc.count_pos.double() / n).numpy().astype(np.float32),
+        mean_act=(acc.sums / n).numpy().astype(np.float32),
+        hist=hist,
+        logits=logits,
+        aligned=aligned,
+        correlated=correlated,
+    )
+    return stats, note
+
+
+def example_batch(acc: SourceAccumulator) -> ExampleBatch:
+    """Top and quantile examples of every latent, non-zero per-token values in CSR layout."""
+    top, q = acc.top, acc.quantiles
+    parts = []
+    top_ok = (top.windows >= 0) & (top.values > 0)
+    lat, rank = torch.nonzero(top_ok, as_tuple=True)
+    parts.append((lat, torch.zeros_like(lat), torch.full_like(lat, -1), rank, top.windows[lat, rank], top.tokens[lat, rank]))
+    lat, slot = torch.nonzero(q.windows >= 0, as_tuple=True)
+    group, rank = slot // q.per_group, slot % q.per_group
+    parts.append((lat, torch.ones_like(lat), group, rank, q.windows[lat, slot], q.tokens[lat, slot]))
+    cols = [torch.cat(c) for c in zip(*parts)]
+    lat, kind, group, rank, window, tokens = cols
+    order = np.lexsort((rank.numpy(), group.numpy(), kind.numpy(), lat.numpy()))
+    lat, kind, group, rank, window, tokens = (c[order] for c in (lat, kind, group, rank, window, tokens))
+    tokens = tokens.float()
+    max_value, max_pos = tokens.max(dim=1)
+    ex, pos = torch.nonzero(tokens > 0, as_tuple=True)
+    counts = torch.bincount(ex, minlength=len(lat))
+    offsets = np.zeros(len(lat) + 1, dtype=np.int64)
+    np.cumsum(counts.numpy(), out=offsets[1:])
+    return ExampleBatch(
+        latent=lat.numpy().astype(np.int32),
+        kind=kind.numpy().astype(np.int8),
+        group=group.numpy().astype(np.int8),
+        rank=rank.numpy().astype(np.int16),
+        window=window.numpy().astype(np.int32),
+        max_value=max_value.numpy().astype(np.float32),
+        max_pos=max_pos.numpy().astype(np.int16),
+        offsets=offsets,
+        positions=pos.numpy().astype(np.uint16),
+        values=tokens[ex, pos].numpy().astype(np.float16),
+    )

@@ -1,0 +1,56 @@
+"""Streaming per-latent histograms of positive activations.
+
+Each latent keeps `n_fine` equal bins over [0, scale) where `scale` is a power of two at least
+its running max; when the max outgrows the range, the scale doubles and pairs of bins merge,
+which is exact. At the end the fine bins are regrouped into `n_bins` equal bins over (0, max]
+(each fine bin goes to the coarse bin holding its centre: edges are exact to one fine bin).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class StreamingHistogram:
+    def __init__(self, d: int, n_fine: int = 512):
+        self.n_fine = n_fine
+        self.counts = torch.zeros((d, n_fine), dtype=torch.int64)
+        self.scale = torch.zeros(d)  # 0 = no positive value seen yet
+
+    def _grow(self, maxima: torch.Tensor) -> None:
+        fresh = (self.scale == 0) & (maxima > 0)
+        if fresh.any():
+            self.scale[fresh] = torch.exp2(torch.ceil(torch.log2(maxima[fresh]))) * (1 + 2**-20)
+        while True:
+            rows = torch.nonzero(maxima >= self.scale).flatten()
+            rows = rows[self.scale[rows] > 0]
+            if rows.numel() == 0:
+                return
+            merged = self.counts[rows].view(len(rows), self.n_fine // 2, 2).sum(-1)
+            self.counts[rows] = torch.cat([merged, torch.zeros_like(merged)], dim=1)
+            self.scale[rows] *= 2
+
+    def update(self, x: torch.Tensor, maxima: torch.Tensor) -> None:
+        """x [N, d] activations; maxima [d] running max including x."""
+        self._grow(maxima)
+        tok, lat = torch.nonzero(x > 0, as_tuple=True)
+        if lat.numel() == 0:
+            return
+        vals = x[tok, lat]
+        bins = (vals / self.scale[lat] * self.n_fine).to(torch.int64).clamp_(0, self.n_fine - 1)
+        self.counts.view(-1).index_add_(0, lat * self.n_fine + bins, torch.ones_like(bins))
+
+    def finalize(self, maxima: torch.Tensor, n_bins: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+        """(edges [d, n_bins+1], counts [d, n_bins]) over (0, max] per latent."""
+        d = self.counts.shape[0]
+        centres = (torch.arange(self.n_fine) + 0.5)[None, :] / self.n_fine * self.scale[:, None]
+        coarse = (centres / maxima.clamp_min(1e-30)[:, None] * n_bins).to(torch.int64).clamp_(0, n_bins - 1)
+        counts = torch.zeros((d, n_bins), dtype=torch.int64).scatter_add_(1, coarse, self.counts)
+        edges = torch.linspace(0, 1, n_bins + 1)[None, :] * maxima.clamp_min(0)[:, None]
+        return edges, counts
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"counts": self.counts, "scale": self.scale}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.counts, self.scale = state["counts"], state["scale"]
