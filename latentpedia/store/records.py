@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -51,3 +53,88 @@ class SourceResults:
     examples: ExampleBatch
     n_tokens: int  # tokens seen (BOS excluded)
     meta: dict[str, Any] = field(default_factory=dict)  # build settings, timings, approximations
+
+
+# Rows the store returns: frozen snapshots, read as attributes (`rec.id`) or as a read-only
+# mapping (`rec["id"]`, `dict(rec)`); datetimes are timezone-aware UTC.
+
+
+class _Record(Mapping[str, Any]):
+    """Mapping access to a dataclass record's fields."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
+        return dict(self)
+
+
+@dataclass(frozen=True)
+class ModelRecord(_Record):
+    id: str
+    family: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+    bos_id: int
+    spec: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CorpusRecord(_Record):
+    id: int
+    model_id: str
+    name: str
+    spec: dict[str, Any]
+    window_len: int
+    n_windows: int
+    n_tokens: int
+    composition: dict[str, Any]
+    content_hash: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceRecord(_Record):
+    id: int
+    model_id: str
+    name: str
+    kind: str
+    hook_name: str
+    layer: int | None
+    d_in: int
+    d_sae: int
+    corpus_id: int | None
+    status: str  # "pending" | "ready"
+    n_tokens: int | None
+    format: str | None
+    path: str | None
+    meta: dict[str, Any]
+    created_at: datetime
+    built_at: datetime | None
+
+
+@dataclass(frozen=True)
+class JobRecord(_Record):
+    id: int
+    kind: str
+    target: str
+    status: str  # "running" | "done" | "failed"
+    progress: float  # 0..1
+    message: str
+    created_at: datetime
+    updated_at: datetime
