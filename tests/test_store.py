@@ -174,6 +174,21 @@ def test_sources_roundtrip_conflict_and_delete(store: Store) -> None:
     assert [s.id for s in store.list_sources()] == [other]
 
 
+def test_source_corpus_switches_only_with_new_results(store: Store) -> None:
+    sid = seed_source(store, d=5)
+    old_corpus = store.get_source_by_id(sid).corpus_id
+    new_corpus = store.add_corpus(MODEL, "c2", {}, T, np.zeros((50, T), dtype=np.int32), {}, "hash-2")
+    args = (MODEL, "1-mlp", "mlp", "blocks.1.mlp.hook_post", 1, 32, 5)
+    assert store.add_source(*args, new_corpus) == sid  # pending: adopts the new corpus
+    assert store.get_source_by_id(sid).corpus_id == new_corpus
+    store.write_source_results(sid, make_results(5, 2), corpus_id=old_corpus)
+    assert store.add_source(*args, new_corpus, path="/moved") == sid  # built: keeps its corpus
+    source = store.get_source_by_id(sid)
+    assert (source.corpus_id, source.path, source.status) == (old_corpus, "/moved", "ready")
+    store.write_source_results(sid, make_results(5, 2), corpus_id=new_corpus)
+    assert store.get_source_by_id(sid).corpus_id == new_corpus
+
+
 def assert_results_stored(store: Store, sid: int, res: SourceResults) -> None:
     """Every latent and example of `res` reads back exactly (values at float16/32 precision)."""
     d = len(res.stats.max_act)

@@ -38,7 +38,7 @@ from latentpedia.store.records import ModelRecord, SourceRecord
 from latentpedia.store.results import ResultMethods
 from latentpedia.store.schema import SOURCE_PENDING, Example, Latent, Model, Source, Vocab
 
-SOURCE_SPEC_FIELDS = ("kind", "hook_name", "layer", "d_in", "d_sae", "corpus_id", "format", "path")
+SOURCE_IDENTITY = ("kind", "hook_name", "layer", "d_in", "d_sae")  # what a source name stands for
 
 
 class SourceConflictError(LatentpediaError):
@@ -137,22 +137,26 @@ class Store(CorpusMethods, ResultMethods, JobMethods):
     ) -> int:
         """Register a source (status "pending") and return its id.
 
-        If the model already has a source `name` with the same spec (SOURCE_SPEC_FIELDS),
-        return its id unchanged; with a different spec raise SourceConflictError (delete
-        the old source first to replace it).
+        If the model already has a source `name` with the same identity (SOURCE_IDENTITY),
+        return its id: `format`/`path` are updated when given; `corpus_id` is adopted only
+        by a pending source (a built one keeps the corpus its examples point into until
+        `write_source_results(..., corpus_id=...)` switches both at once). A different
+        identity raises SourceConflictError (delete the old source first to replace it).
         """
-        spec = dict(
-            kind=kind, hook_name=hook_name, layer=layer, d_in=d_in, d_sae=d_sae,
-            corpus_id=corpus_id, format=format, path=None if path is None else str(path),
-        )  # fmt: skip
+        identity = dict(kind=kind, hook_name=hook_name, layer=layer, d_in=d_in, d_sae=d_sae)
+        path = None if path is None else str(path)
         with self._begin() as session:
             existing = session.scalars(
                 select(Source).where(Source.model_id == model_id, Source.name == name)
             ).first()
             if existing is not None:
-                _check_same_spec(existing, spec)
+                _check_same_identity(existing, identity)
+                _refresh_source(existing, corpus_id, format, path)
                 return existing.id
-            source = Source(model_id=model_id, name=name, status=SOURCE_PENDING, meta=meta or {}, **spec)
+            source = Source(
+                model_id=model_id, name=name, status=SOURCE_PENDING, meta=meta or {},
+                corpus_id=corpus_id, format=format, path=path, **identity,
+            )  # fmt: skip
             session.add(source)
             session.flush()
             return source.id
@@ -192,9 +196,21 @@ class Store(CorpusMethods, ResultMethods, JobMethods):
             return True
 
 
-def _check_same_spec(existing: Source, spec: dict[str, Any]) -> None:
-    """SourceConflictError naming the fields where `existing` differs from `spec`."""
-    diffs = [f"{k}: {getattr(existing, k)!r} != {v!r}" for k, v in spec.items() if getattr(existing, k) != v]
+def _refresh_source(source: Source, corpus_id: int | None, format: str | None, path: str | None) -> None:
+    """Update what may change under a source name (see `Store.add_source`)."""
+    if format is not None:
+        source.format = format
+    if path is not None:
+        source.path = path
+    if corpus_id is not None and source.status == SOURCE_PENDING:
+        source.corpus_id = corpus_id
+
+
+def _check_same_identity(existing: Source, identity: dict[str, Any]) -> None:
+    """SourceConflictError naming the fields where `existing` differs from `identity`."""
+    diffs = [
+        f"{k}: {getattr(existing, k)!r} != {v!r}" for k, v in identity.items() if getattr(existing, k) != v
+    ]
     if diffs:
         raise SourceConflictError(
             f"source {existing.name!r} of model {existing.model_id!r} exists with a different spec "

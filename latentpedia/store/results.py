@@ -117,12 +117,15 @@ def _density_filter(query: Select[Any], min_density: float | None, max_density: 
 class ResultMethods(StoreBase):
     """Writing a source's build results and reading latents and examples."""
 
-    def write_source_results(self, source_id: int, results: SourceResults) -> None:
+    def write_source_results(
+        self, source_id: int, results: SourceResults, corpus_id: int | None = None
+    ) -> None:
         """Replace the source's latents and examples by `results` in ONE transaction.
 
-        Sets status "ready", `n_tokens`, `built_at` and merges `results.meta` into the
-        source's meta. On any error nothing changes (previous results stay). ValueError if
-        the number of latents differs from the source's `d_sae`.
+        Sets status "ready", `n_tokens`, `built_at`, merges `results.meta` into the source's
+        meta and, if given, sets `corpus_id` (the corpus the examples' windows index). On
+        any error nothing changes (previous results stay). ValueError if the number of
+        latents differs from the source's `d_sae` or the batch is malformed.
         """
         latents = latent_rows(source_id, results.stats)
         examples = example_rows(source_id, results.examples, len(latents))
@@ -143,6 +146,8 @@ class ResultMethods(StoreBase):
             source.n_tokens = int(results.n_tokens)
             source.built_at = utcnow()
             source.meta = {**source.meta, **results.meta}
+            if corpus_id is not None:
+                source.corpus_id = corpus_id
 
     def get_latent(self, source_id: int, idx: int) -> dict[str, Any] | None:
         """Statistics of one latent: idx, max_act, frac_nonzero, mean_act, hist, logits,
