@@ -1,0 +1,188 @@
+"""Atlas-level orchestration: model + corpus + sources -> statistics in the store.
+
+`build` handles `latentpedia build` / `demo`; `import_sae` handles `latentpedia import-sae`.
+Both resolve sources (validated before anything is written), register the model and its
+vocabulary, store the corpus windows once, run one resumable pass for every source that is not
+built yet, and write each source's results in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latentpedia.build.accumulator import StatsConfig
+from latentpedia.build.runner import BuildPlan, BuildRun
+from latentpedia.config import data_dir
+from latentpedia.corpus import DEFAULT_CORPUS, TokenizedCorpus, prepare_corpus
+from latentpedia.errors import InvalidInputError
+from latentpedia.models.hooks import hook_width
+from latentpedia.models.loader import DEFAULT_MODEL_ID, LoadedModel, load_model
+from latentpedia.sources.base import Source, layer_of
+from latentpedia.store.api import Store
+
+_NEURONS = re.compile(r"^(\d+)-mlp$")
+ATLAS_CORPUS = "atlas"  # reuse the corpus the atlas already holds for this model
+
+
+@dataclass
+class BuildRequest:
+    """What `latentpedia build` was asked for."""
+
+    model: str = DEFAULT_MODEL_ID
+    sources: list[str] = field(default_factory=list)  # "6-mlp" or a path to an SAE folder/file
+    corpus: str = DEFAULT_CORPUS
+    n_tokens: int = 500_000
+    window_len: int = 128
+    batch_size: int = 8
+    cache_hooks: list[str] = field(default_factory=list)
+    cache_tokens: int = 0
+    text_field: str = "text"
+    rebuild: bool = False
+    progress: bool = True
+    checkpoint_seconds: float = 60.0
+    stats: StatsConfig = field(default_factory=StatsConfig)
+
+
+def resolve_source(model: LoadedModel, spec: str, *, name: str | None = None, hook: str | None = None) -> Source:
+    """'6-mlp' -> the MLP neurons of layer 6; a path -> the SAE stored there (validated)."""
+    from latentpedia.sources import NeuronSource, load_sae
+
+    match = _NEURONS.match(spec)
+    if match:
+        layer = int(match.group(1))
+        if layer >= model.n_layers:
+            raise InvalidInputError(f"layer {layer} does not exist: {model.id} has layers 0..{model.n_layers - 1}")
+        return NeuronSource(model, layer)
+    path = Path(spec)
+    if not path.exists():
+        raise InvalidInputError("not a source: expected '<layer>-mlp' or the path of an SAE folder", spec)
+    sae = load_sae(path, hook_name=hook, source_id=name)
+    width = hook_width(model, sae.hook_name)
+    if sae.d_in != width:
+        raise InvalidInputError(f"SAE d_in is {sae.d_in} but {sae.hook_name} of {model.id} has width {width}", path)
+    return sae
+
+
+def register_model(store: Store, model: LoadedModel) -> None:
+    store.upsert_model(
+        id=model.id, family=model.family, n_layers=model.n_layers, d_model=model.d_model,
+        d_mlp=model.d_mlp, vocab_size=model.vocab_size, bos_id=model.bos_id, spec=model.spec,
+    )  # fmt: skip
+    if not store.get_vocab(model.id):
+        tokens = model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))
+        store.set_vocab(model.id, [t if t is not None else "" for t in tokens])
+
+
+def activation_dir(model_id: str, corpus_hash: str) -> Path:
+    """Where the activations cached by a build pass live (read by SAE training)."""
+    return data_dir() / "activations" / f"{model_id}-{corpus_hash[:12]}"
+
+
+def _corpus(store: Store, model: LoadedModel, request: BuildRequest, log) -> tuple[TokenizedCorpus, int]:
+    if request.corpus == ATLAS_CORPUS:
+        corpora = store.list_corpora(model.id)
+        if corpora:
+            record = corpora[-1]
+            windows = store.get_windows(record.id, np.arange(record.n_windows))
+            log(f"corpus: the atlas's corpus {record.name!r} ({record.n_tokens:,} tokens)")
+            return TokenizedCorpus(windows, record.composition, record.spec), record.id
+        request.corpus = DEFAULT_CORPUS
+    log(f"corpus: tokenizing {request.corpus!r} up to {request.n_tokens:,} tokens")
+    corpus = prepare_corpus(model, request.corpus, n_tokens=request.n_tokens, window_len=request.window_len, text_field=request.text_field)
+    corpus_id = store.add_corpus(
+        model.id, corpus.spec["name"], corpus.spec, request.window_len, corpus.windows,
+        corpus.composition, corpus.content_hash, n_tokens=corpus.n_tokens,
+    )  # fmt: skip
+    return corpus, corpus_id
+
+
+def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = None, sources: list[Source] | None = None, log=print) -> dict:
+    """Build (or resume, or extend) the atlas for `request`; returns a summary."""
+    model = model or load_model(request.model)
+    sources = sources if sources is not None else [resolve_source(model, spec) for spec in request.sources]
+    if not sources and not request.cache_hooks:
+        raise InvalidInputError("no source to build: pass --source (e.g. 6-mlp or an SAE folder)")
+    for hook in request.cache_hooks:
+        hook_width(model, hook)
+    register_model(store, model)
+    corpus, corpus_id = _corpus(store, model, request, log)
+    todo = [(s, _register_source(store, model, s, corpus_id)) for s in sources]
+    todo = [(s, pk) for s, pk in todo if request.rebuild or _needs_build(store, pk, corpus_id)]
+    cache_ready = (activation_dir(model.id, corpus.content_hash) / "manifest.json").exists()
+    if not todo and (cache_ready or not request.cache_hooks):
+        log("every requested source is already built over this corpus (use --rebuild to redo)")
+        return {"built": [], "corpus_id": corpus_id}
+    return _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log)
+
+
+def _register_source(store: Store, model: LoadedModel, source: Source, corpus_id: int) -> int:
+    meta = source.meta()
+    return store.add_source(
+        model.id, source.id, source.kind, source.hook_name, source.layer, source.d_in, source.d_sae,
+        corpus_id, meta.get("format", source.kind), meta.get("path"), meta,
+    )  # fmt: skip
+
+
+def _needs_build(store: Store, source_pk: int, corpus_id: int) -> bool:
+    row = store.get_source_by_id(source_pk)
+    return row.status != "ready" or row.corpus_id != corpus_id
+
+
+def _run(store: Store, request: BuildRequest, model: LoadedModel, corpus, corpus_id: int, todo, *, cache: bool, log) -> dict:
+    cache_hooks = list(request.cache_hooks) if cache else []
+    plan = BuildPlan(
+        model=model, sources=[s for s, _ in todo], windows=corpus.windows, corpus_hash=corpus.content_hash,
+        batch_size=request.batch_size, stats=request.stats, cache_hooks=cache_hooks,
+        cache_tokens=request.cache_tokens if cache_hooks else 0,
+    )  # fmt: skip
+    run = BuildRun(plan, data_dir() / "work", checkpoint_seconds=request.checkpoint_seconds, progress=request.progress)
+    names = ", ".join(s.id for s, _ in todo) or "activation cache only"
+    last = max(layer_of(h) for h in plan.hooks())
+    log(f"building {names} over {corpus.n_tokens:,} tokens ({len(corpus.windows):,} windows), stopping after layer {last}")
+    job = store.start_job("build", f"{model.id}: {names}")
+    try:
+        results = run.run()
+        for source, source_pk in todo:
+            store.write_source_results(source_pk, results[source.id], corpus_id=corpus_id)
+            log(f"  wrote {source.id}: {source.d_sae:,} latents, {len(results[source.id].examples.latent):,} examples")
+    except BaseException as err:
+        store.finish_job(job, "failed", f"{type(err).__name__}: {err}")
+        raise
+    if cache_hooks:
+        _publish_activations(run, activation_dir(model.id, corpus.content_hash), log)
+    store.finish_job(job, "done")
+    run.cleanup()
+    return {"built": [s.id for s, _ in todo], "corpus_id": corpus_id, "forward_seconds": run.forward_seconds}
+
+
+def _publish_activations(run: BuildRun, target: Path, log) -> None:
+    """Move the pass's activation shards to their lasting place (one rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    (run.work_dir / "activations").rename(target)
+    log(f"  cached activations for SAE training in {target}")
+
+
+def import_sae(
+    store: Store,
+    path: str | Path,
+    *,
+    model: str = DEFAULT_MODEL_ID,
+    name: str | None = None,
+    hook: str | None = None,
+    n_tokens: int = 500_000,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Add the SAE at `path` to the atlas and build its dashboards over the atlas's corpus."""
+    loaded = load_model(model)
+    source = resolve_source(loaded, str(path), name=name, hook=hook)
+    log(f"{Path(path).name}: {source.meta().get('format')} {source.meta().get('architecture')} SAE, {source.d_sae:,} latents at {source.hook_name} -> source {source.id}")
+    request = BuildRequest(model=model, corpus=ATLAS_CORPUS, n_tokens=n_tokens, progress=progress)
+    return build(store, request, model=loaded, sources=[source], log=log)

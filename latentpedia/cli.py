@@ -1,0 +1,131 @@
+"""`latentpedia …`: build and inspect atlases from the command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from latentpedia.config import default_db_url
+from latentpedia.errors import LatentpediaError
+
+app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SAE latents of language models do.", no_args_is_help=True)
+console = Console(stderr=True)
+
+DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL: sqlite:///… (default in the data dir) or postgresql://…")]
+ModelOpt = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), a local HF folder or a .gguf file")]
+
+
+def _store(url: str):
+    from latentpedia.store.api import Store
+
+    return Store.open(url)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def build(
+    source: Annotated[list[str], typer.Option("--source", "-s", help="'<layer>-mlp' or an SAE folder; repeatable")] = [],
+    layers: Annotated[Optional[str], typer.Option(help="shorthand for neuron sources, e.g. 2,8,14")] = None,
+    model: ModelOpt = "smollm2-135m",
+    corpus: Annotated[str, typer.Option(help="'default' or a .txt/.jsonl/.parquet file, folder, or saved dataset")] = "default",
+    tokens: Annotated[int, typer.Option(help="tokens of corpus to read (BOS excluded)")] = 500_000,
+    window: Annotated[int, typer.Option(help="window length in tokens, BOS included")] = 128,
+    batch_size: Annotated[int, typer.Option(help="windows per forward batch")] = 8,
+    cache_acts: Annotated[list[str], typer.Option("--cache-acts", help="hook whose activations to cache for SAE training")] = [],
+    cache_tokens: Annotated[int, typer.Option(help="tokens of activations to cache per hook")] = 250_000,
+    text_field: Annotated[str, typer.Option(help="text field of .jsonl/.parquet/dataset corpora")] = "text",
+    rebuild: Annotated[bool, typer.Option(help="rebuild sources that are already built")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    db: DbOpt = "",
+) -> None:
+    """Build (or resume, or extend) an atlas: dashboards for every latent of every source."""
+    from latentpedia.build.pipeline import BuildRequest
+    from latentpedia.build.pipeline import build as run_build
+
+    specs = list(source) + ([f"{int(x)}-mlp" for x in layers.split(",")] if layers else [])
+    request = BuildRequest(
+        model=model, sources=specs, corpus=corpus, n_tokens=tokens, window_len=window, batch_size=batch_size,
+        cache_hooks=list(cache_acts), cache_tokens=cache_tokens if cache_acts else 0, rebuild=rebuild,
+        progress=progress, text_field=text_field,
+    )
+    try:
+        summary = run_build(_store(db or default_db_url()), request, log=console.print)
+    except LatentpediaError as err:
+        _fail(err)
+    console.print(f"[green]done[/]: built {', '.join(summary['built']) or 'nothing new'}")
+
+
+@app.command("import-sae")
+def import_sae(
+    path: Annotated[Path, typer.Argument(help="an SAE folder or file (SAELens, sparsify, dictionary_learning, Gemma Scope)")],
+    model: ModelOpt = "smollm2-135m",
+    name: Annotated[Optional[str], typer.Option(help="source id to use (default: derived, e.g. 6-res-topk-4k)")] = None,
+    hook: Annotated[Optional[str], typer.Option(help="hook name, when the SAE files do not say")] = None,
+    tokens: Annotated[int, typer.Option(help="tokens to build over when the atlas has no corpus yet")] = 500_000,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    db: DbOpt = "",
+) -> None:
+    """Detect an SAE's format, validate it against the model, add it and build its dashboards."""
+    from latentpedia.build.pipeline import import_sae as run_import
+
+    try:
+        summary = run_import(_store(db or default_db_url()), path, model=model, name=name, hook=hook, n_tokens=tokens, progress=progress, log=console.print)
+    except LatentpediaError as err:
+        _fail(err)
+    console.print(f"[green]done[/]: imported {', '.join(summary['built'])}")
+
+
+@app.command()
+def info(db: DbOpt = "") -> None:
+    """What an atlas holds: models, corpora, sources."""
+    store = _store(db or default_db_url())
+    out = Console()
+    for model in store.list_models():
+        out.print(f"[bold]{model['id']}[/] ({model['family']}, {model['n_layers']} layers, d_model {model['d_model']}, vocab {model['vocab_size']:,})")
+        table = Table("source", "kind", "hook", "latents", "tokens", "status")
+        for src in store.list_sources(model["id"]):
+            table.add_row(src["name"], src["kind"], src["hook_name"], f"{src['d_sae']:,}", f"{src['n_tokens'] or 0:,}", src["status"])
+        out.print(table)
+    if not store.list_models():
+        out.print("the atlas is empty: run `latentpedia demo` or `latentpedia build`")
+
+
+@app.command()
+def demo(
+    tokens: Annotated[Optional[int], typer.Option(help="override the default token budget")] = None,
+    db: DbOpt = "",
+) -> None:
+    """Build the default atlas (SmolLM2-135M neurons over the offline corpus) if missing."""
+    from latentpedia.build import defaults
+    from latentpedia.build.pipeline import BuildRequest
+    from latentpedia.build.pipeline import build as run_build
+
+    request = BuildRequest(
+        model=defaults.MODEL, sources=defaults.default_sources(), n_tokens=tokens or defaults.N_TOKENS,
+        cache_hooks=list(defaults.SAE_HOOKS), cache_tokens=defaults.CACHE_TOKENS,
+    )
+    try:
+        run_build(_store(db or default_db_url()), request, log=console.print)
+    except LatentpediaError as err:
+        _fail(err)
+    info(db)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
