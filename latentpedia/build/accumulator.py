@@ -49,10 +49,12 @@ class SourceAccumulator:
         self.count_pos += (flat > 0).sum(0)
         self.sums += flat.sum(0, dtype=torch.float64)
         wmax = body.max(dim=1).values  # [B, d]
-        self.maxima = torch.maximum(self.maxima, wmax.max(0).values)
+        batch_max = wmax.max(0).values
+        grew = batch_max > self.maxima
+        self.maxima = torch.maximum(self.maxima, batch_max)
         padded = torch.cat([torch.zeros_like(acts[:, :1, :]), body], dim=1)
         self.top.update(wmax, windows, padded)
-        self.quantiles.update(wmax, windows, padded, self.maxima)
+        self.quantiles.update(wmax, windows, padded, self.maxima, grew)
         self.hist.update(flat, self.maxima)
         self.corr.update(flat)
 

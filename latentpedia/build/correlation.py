@@ -14,7 +14,8 @@ import warnings
 import torch
 
 MAX_DENSE = 16384
-SPARSE_BELOW = 0.05  # use the sparse product when fewer than this fraction of entries are non-zero
+SPARSE_BELOW = 0.05
+FOLD = 32  # dense batches summed in float32 before folding into the float64 Gram  # use the sparse product when fewer than this fraction of entries are non-zero
 
 
 class Correlations:
@@ -25,6 +26,8 @@ class Correlations:
         self.n = 0
         self.sums = torch.zeros(d, dtype=torch.float64)
         self.gram = torch.zeros((d, d), dtype=torch.float64 if d <= 4096 else torch.float32) if self.exact else None
+        self.partial = torch.zeros((d, d)) if self.exact and d <= 4096 else None  # float32, folded every FOLD batches
+        self.unfolded = 0
         self.sample: list[torch.Tensor] = []
         self.sampled = 0
         self.batches = 0
@@ -40,8 +43,19 @@ class Correlations:
         nonzero = (x != 0).float().mean().item()
         if nonzero < SPARSE_BELOW:
             self._add_sparse(x)
+        elif self.partial is not None:
+            self.partial.addmm_(x.T, x)
+            self.unfolded += 1
+            if self.unfolded == FOLD:
+                self._fold()
         else:
-            self.gram += (x.T @ x).to(self.gram.dtype)
+            self.gram.addmm_(x.T, x)
+
+    def _fold(self) -> None:
+        """Add the float32 partial Gram into the float64 total."""
+        self.gram += self.partial
+        self.partial.zero_()
+        self.unfolded = 0
 
     def _add_sparse(self, x: torch.Tensor) -> None:
         s = x.to_sparse_coo()
@@ -60,6 +74,8 @@ class Correlations:
 
     def top(self, k: int = 10, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(indices [d, k], values [d, k]) of the most correlated other latents, and a note."""
+        if self.partial is not None:
+            self._fold()
         if self.exact:
             n, sums, gram_rows = self.n, self.sums, lambda a, b: self.gram[a:b].to(torch.float64)
             note = {"correlation": "pearson over all tokens"}
@@ -90,7 +106,7 @@ class Correlations:
         return idx, val
 
     def state(self) -> dict:
-        return {"n": self.n, "sums": self.sums, "gram": self.gram, "sample": self.sample, "sampled": self.sampled, "batches": self.batches}
+        return {"n": self.n, "sums": self.sums, "gram": self.gram, "partial": self.partial, "unfolded": self.unfolded, "sample": self.sample, "sampled": self.sampled, "batches": self.batches}
 
     def load(self, state: dict) -> None:
         for key, value in state.items():

@@ -70,9 +70,12 @@ class QuantileExamples:
         scaled = values / maxima.clamp_min(1e-30)[:, None] * self.n_groups
         return (torch.ceil(scaled) - 1).clamp(0, self.n_groups - 1)
 
-    def update(self, wmax: torch.Tensor, windows: torch.Tensor, acts: torch.Tensor, maxima: torch.Tensor) -> None:
-        """Merge this batch's windows; `maxima` [d] is the running max including this batch."""
-        rows = torch.nonzero((wmax > 0).any(dim=0)).flatten()
+    def update(
+        self, wmax: torch.Tensor, windows: torch.Tensor, acts: torch.Tensor, maxima: torch.Tensor, grew: torch.Tensor
+    ) -> None:
+        """Merge this batch's windows; `maxima` [d] is the running max including this batch and
+        `grew` [d] marks latents whose max rose in it (their kept entries must be re-binned)."""
+        rows = self._changed_rows(wmax, windows, maxima, grew)
         if rows.numel() == 0:
             return
         new_vals = wmax[:, rows].T  # [r, B]
@@ -88,6 +91,17 @@ class QuantileExamples:
         self.values[rows] = torch.where(keep, vals[pick, order], torch.zeros(()))
         self.windows[rows] = torch.where(keep, wins[pick, order], torch.full((), -1, dtype=torch.int32))
         self.tokens[rows] = toks[pick, order] * keep[:, :, None]
+
+    def _changed_rows(self, wmax: torch.Tensor, windows: torch.Tensor, maxima: torch.Tensor, grew: torch.Tensor) -> torch.Tensor:
+        """Latents whose sample can change: max grew, or a new window beats its group's worst key."""
+        active = torch.nonzero((wmax > 0).any(dim=0)).flatten()
+        if active.numel() == 0:
+            return active
+        vals = wmax[:, active].T
+        keys = window_keys(windows, active, self.seed).T
+        worst = self.keys[active].view(len(active), self.n_groups, self.per_group)[:, :, -1]
+        enters = (keys < torch.gather(worst, 1, self.groups(vals, maxima[active]).long())) & (vals > 0)
+        return active[enters.any(dim=1) | grew[active]]
 
     def _select(self, keys: torch.Tensor, vals: torch.Tensor, maxima: torch.Tensor):
         """For each row, slot order (group-major, key-ascending) and which slots hold an entry."""

@@ -33,12 +33,15 @@ class StreamingHistogram:
     def update(self, x: torch.Tensor, maxima: torch.Tensor) -> None:
         """x [N, d] activations; maxima [d] running max including x."""
         self._grow(maxima)
-        tok, lat = torch.nonzero(x > 0, as_tuple=True)
-        if lat.numel() == 0:
-            return
-        vals = x[tok, lat]
-        bins = (vals / self.scale[lat] * self.n_fine).to(torch.int64).clamp_(0, self.n_fine - 1)
-        self.counts.view(-1).index_add_(0, lat * self.n_fine + bins, torch.ones_like(bins))
+        positive = x > 0
+        if x.shape[0] * x.shape[1] > 8 * int(positive.sum()):  # sparse: bin only the non-zeros
+            tok, lat = torch.nonzero(positive, as_tuple=True)
+            bins = (x[tok, lat] / self.scale[lat] * self.n_fine).to(torch.int64).clamp_(0, self.n_fine - 1)
+            flat = lat * self.n_fine + bins
+        else:  # dense: bin everything, send non-positive values to one extra "dump" bin
+            bins = (x * (self.n_fine / self.scale.clamp_min(1e-30))).to(torch.int64).clamp_(0, self.n_fine - 1)
+            flat = torch.where(positive, bins + torch.arange(x.shape[1]) * self.n_fine, self.counts.numel()).flatten()
+        self.counts.view(-1).add_(torch.bincount(flat, minlength=self.counts.numel() + 1)[: self.counts.numel()])
 
     def finalize(self, maxima: torch.Tensor, n_bins: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
         """(edges [d, n_bins+1], counts [d, n_bins]) over (0, max] per latent."""
