@@ -9,13 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from latentpedia.config import default_db_url
 from latentpedia.errors import LatentpediaError
 
 app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SAE latents of language models do.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL: sqlite:///… (default in the data dir) or postgresql://…")]
 ModelOpt = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), a local HF folder or a .gguf file")]
@@ -27,8 +28,12 @@ def _store(url: str):
     return Store.open(url)
 
 
+def _log(message: str) -> None:
+    console.print(message, markup=False, highlight=False)
+
+
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}")
     raise typer.Exit(2)
 
 
@@ -46,6 +51,7 @@ def build(
     text_field: Annotated[str, typer.Option(help="text field of .jsonl/.parquet/dataset corpora")] = "text",
     rebuild: Annotated[bool, typer.Option(help="rebuild sources that are already built")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    checkpoint_seconds: Annotated[float, typer.Option(help="seconds between resumable checkpoints")] = 60.0,
     db: DbOpt = "",
 ) -> None:
     """Build (or resume, or extend) an atlas: dashboards for every latent of every source."""
@@ -56,10 +62,10 @@ def build(
     request = BuildRequest(
         model=model, sources=specs, corpus=corpus, n_tokens=tokens, window_len=window, batch_size=batch_size,
         cache_hooks=list(cache_acts), cache_tokens=cache_tokens if cache_acts else 0, rebuild=rebuild,
-        progress=progress, text_field=text_field,
+        progress=progress, text_field=text_field, checkpoint_seconds=checkpoint_seconds,
     )
     try:
-        summary = run_build(_store(db or default_db_url()), request, log=console.print)
+        summary = run_build(_store(db or default_db_url()), request, log=_log)
     except LatentpediaError as err:
         _fail(err)
     console.print(f"[green]done[/]: built {', '.join(summary['built']) or 'nothing new'}")
@@ -79,7 +85,7 @@ def import_sae(
     from latentpedia.build.pipeline import import_sae as run_import
 
     try:
-        summary = run_import(_store(db or default_db_url()), path, model=model, name=name, hook=hook, n_tokens=tokens, progress=progress, log=console.print)
+        summary = run_import(_store(db or default_db_url()), path, model=model, name=name, hook=hook, n_tokens=tokens, progress=progress, log=_log)
     except LatentpediaError as err:
         _fail(err)
     console.print(f"[green]done[/]: imported {', '.join(summary['built'])}")
@@ -115,7 +121,7 @@ def demo(
         cache_hooks=list(defaults.SAE_HOOKS), cache_tokens=defaults.CACHE_TOKENS,
     )
     try:
-        run_build(_store(db or default_db_url()), request, log=console.print)
+        run_build(_store(db or default_db_url()), request, log=_log)
     except LatentpediaError as err:
         _fail(err)
     info(db)

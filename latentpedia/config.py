@@ -18,5 +18,13 @@ def data_dir() -> Path:
     return path
 
 
+def models_dir() -> Path:
+    """Where converted model copies are cached: $LATENTPEDIA_MODELS, else <data dir>/models."""
+    env = os.environ.get("LATENTPEDIA_MODELS")
+    path = Path(env) if env else data_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def default_db_url() -> str:
     return os.environ.get("LATENTPEDIA_DB") or f"sqlite:///{data_dir() / 'atlas.db'}"

@@ -42,6 +42,8 @@ def pg_server_url() -> str:
         with _pg_engine(url).connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
+        if os.environ.get("CI"):  # CI must test both databases: unreachable is a failure there
+            pytest.fail(f"PostgreSQL not reachable at {url} in CI: {exc.orig}")
         pytest.skip(f"PostgreSQL not reachable at {url}: {exc.orig}")
     return url
 

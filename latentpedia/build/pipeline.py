@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from latentpedia.build.accumulator import StatsConfig
-from latentpedia.build.runner import BuildPlan, BuildRun
+from latentpedia.build.checkpoint import crash_point
+from latentpedia.build.runner import BuildPlan, BuildRun, interrupted_plan
 from latentpedia.config import data_dir
 from latentpedia.corpus import DEFAULT_CORPUS, TokenizedCorpus, prepare_corpus
 from latentpedia.errors import InvalidInputError
@@ -111,13 +112,24 @@ def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = No
         hook_width(model, hook)
     register_model(store, model)
     corpus, corpus_id = _corpus(store, model, request, log)
-    todo = [(s, _register_source(store, model, s, corpus_id)) for s in sources]
-    todo = [(s, pk) for s, pk in todo if request.rebuild or _needs_build(store, pk, corpus_id)]
+    registered = [(s, _register_source(store, model, s, corpus_id)) for s in sources]
+    todo = [(s, pk) for s, pk in registered if request.rebuild or _needs_build(store, pk, corpus_id)]
+    todo = _resume_superset(model, corpus.content_hash, registered, todo)
     cache_ready = (activation_dir(model.id, corpus.content_hash) / "manifest.json").exists()
     if not todo and (cache_ready or not request.cache_hooks):
         log("every requested source is already built over this corpus (use --rebuild to redo)")
         return {"built": [], "corpus_id": corpus_id}
     return _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log)
+
+
+def _resume_superset(model: LoadedModel, corpus_hash: str, registered: list, todo: list) -> list:
+    """If a build killed while writing results left some sources written and others not,
+    finish it with its original source set, so its checkpoint (not a new pass) is used."""
+    if not todo:
+        return todo
+    by_id = {s.id: (s, pk) for s, pk in registered}
+    ids = interrupted_plan(data_dir() / "work", model.id, corpus_hash, {s.id for s, _ in todo}, set(by_id))
+    return [by_id[i] for i in ids] if ids else todo
 
 
 def _register_source(store: Store, model: LoadedModel, source: Source, corpus_id: int) -> int:
@@ -148,6 +160,7 @@ def _run(store: Store, request: BuildRequest, model: LoadedModel, corpus, corpus
     try:
         results = run.run()
         for source, source_pk in todo:
+            crash_point("write")
             store.write_source_results(source_pk, results[source.id], corpus_id=corpus_id)
             log(f"  wrote {source.id}: {source.d_sae:,} latents, {len(results[source.id].examples.latent):,} examples")
     except BaseException as err:

@@ -9,10 +9,13 @@ written in one transaction.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import shutil
 
 import numpy as np
 import torch
@@ -61,6 +64,8 @@ class BuildRun:
         self.work_dir = Path(work_dir) / f"build-{self.key}"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.work_dir / "checkpoint.pt"
+        plan_file = {"model": plan.model.id, "corpus": plan.corpus_hash, "sources": [s.id for s in plan.sources]}
+        (self.work_dir / "plan.json").write_text(json.dumps(plan_file))
         self.checkpoint_seconds = checkpoint_seconds
         self.show_progress = progress
         T = plan.windows.shape[1]
@@ -152,5 +157,19 @@ class BuildRun:
         return SourceResults(stats=stats, examples=examples, n_tokens=acc.n_tokens, meta=meta)
 
     def cleanup(self) -> None:
-        """Remove the checkpoint once every result is in the store (activations are kept)."""
+        """Remove the checkpoint once every result is in the store."""
         self.ckpt_path.unlink(missing_ok=True)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def interrupted_plan(work_root: Path, model_id: str, corpus_hash: str, todo: set[str], requested: set[str]) -> list[str] | None:
+    """Source ids of an interrupted build that can finish `todo`: same model and corpus, every
+    source of `todo` in it and nothing that was not requested now. None if there is none."""
+    for plan_file in sorted(Path(work_root).glob("build-*/plan.json")):
+        if not (plan_file.parent / "checkpoint.pt").exists():
+            continue
+        plan = json.loads(plan_file.read_text())
+        ids = plan["sources"]
+        if plan["model"] == model_id and plan["corpus"] == corpus_hash and todo <= set(ids) <= requested:
+            return ids
+    return None

@@ -4,7 +4,7 @@ Models are always float32, in eval mode, with gradients off, and loaded offline
 (`HF_HUB_OFFLINE=1`, `local_files_only=True`): nothing is ever downloaded.
 
 GGUF files take ~30 s to parse and de-quantize, so the first load writes a float32
-safetensors copy (model + tokenizer) to `cache_dir` (default `data_dir()/models/<id>`), in a
+safetensors copy (model + tokenizer) to `cache_dir` (default `config.models_dir()/<id>`), in a
 folder keyed by the GGUF's name, size and mtime. The copy is written to a temporary folder and
 renamed into place, so an interrupted first load never leaves a broken cache. Later loads take
 under a second and give identical logits.
@@ -229,9 +229,9 @@ def _gguf_key(path: Path) -> str:
 def gguf_cache_path(path: Path, model_id: str, cache_dir: Path | None = None) -> Path:
     """Where the float32 copy of GGUF `path` is (or will be) cached."""
     if cache_dir is None:
-        from latentpedia.config import data_dir
+        from latentpedia.config import models_dir
 
-        cache_dir = data_dir() / "models" / model_id
+        cache_dir = models_dir() / model_id
     return Path(cache_dir) / f"gguf-{_gguf_key(path)}"
 
 
