@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# sae-lens is a test oracle only: it lives in its own venv so it never changes our dependencies.
+ORACLE ?= .venv-oracle
+ORACLE_STAMP := $(ORACLE)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install oracle demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -17,10 +20,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+oracle: $(ORACLE_STAMP)
+
+$(ORACLE_STAMP):
+	test -x $(ORACLE)/bin/python || $(PYTHON) -m venv $(ORACLE)
+	$(ORACLE)/bin/pip install -q torch==2.13.0
+	$(ORACLE)/bin/pip install -q sae-lens==6.54.12 pytest
+	touch $(ORACLE_STAMP)
+
 demo: install
 	$(VENV)/bin/latentpedia demo
 
-test: install
+test: install oracle
+	PYTHONPATH=. $(ORACLE)/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_sources_oracle.py
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -30,4 +42,4 @@ bench: install
 	$(PY) bench/p1_build_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(ORACLE) .pytest_cache .data

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+# Converted model copies are shared by every test (and kept between local runs): the embedded
+# GGUF is converted once (~30 s), not once per test that builds an atlas.
+os.environ.setdefault("LATENTPEDIA_MODELS", str(Path(__file__).resolve().parents[1] / ".data" / "models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 if TYPE_CHECKING:
     from latentpedia.store import Store
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from sae_builders import CASES, Case, RefSAE, inputs
+from tests.sae_builders import CASES, Case, RefSAE, inputs
 
 from latentpedia.sources import FORMATS, SAESource, detect_format, load_sae
 from latentpedia.sources.architectures import ARCHITECTURES
@@ -138,7 +138,7 @@ def test_hook_name_argument_overrides_and_ids(tmp_path) -> None:
 
 
 def test_finetuning_scaling_factor_is_folded_into_decoder(tmp_path) -> None:
-    from sae_builders import random_sae, write_saelens
+    from tests.sae_builders import random_sae, write_saelens
 
     ref = random_sae("relu")
     scale = np.linspace(0.5, 1.5, ref.d_sae, dtype=np.float32)

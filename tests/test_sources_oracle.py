@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sae_builders import CASES, Case, inputs
+from tests.sae_builders import CASES, Case, inputs
 
 from latentpedia.sources import load_sae
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sae_builders import (
+from tests.sae_builders import (
     CASES,
     random_sae,
     write_dictionary_learning,

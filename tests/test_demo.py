@@ -1,0 +1,37 @@
+"""`latentpedia demo` on the embedded SmolLM2 (slow): the default atlas's shape, small budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from latentpedia.build import defaults
+from latentpedia.store.api import Store
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_builds_the_default_atlas_once(tmp_path):
+    env = {**os.environ, "LATENTPEDIA_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "latentpedia.cli", "demo", "--tokens", "2500"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    assert "forward pass" in first.stderr and "tok/s" in first.stderr  # the progress bar
+    store = Store.open(f"sqlite:///{tmp_path}/atlas.db")
+    sources = {s.name: s for s in store.list_sources("smollm2-135m")}
+    assert sorted(sources) == sorted(f"{layer}-mlp" for layer in defaults.NEURON_LAYERS)
+    assert all(s.status == "ready" and s.d_sae == 1536 for s in sources.values())
+    corpus = store.list_corpora("smollm2-135m")[0]
+    assert set(corpus.composition["tokens"]) == {"prose", "code"}
+    manifests = list((tmp_path / "activations").glob("*/manifest.json"))
+    assert len(manifests) == 1 and json.loads(manifests[0].read_text())["hooks"] == sorted(defaults.SAE_HOOKS)
+    vocab = store.get_vocab("smollm2-135m")
+    latent = store.get_latent(sources["8-mlp"].id, 0)
+    assert len(vocab) == 49152 and latent["logits"]["basis"] == "final_norm_scale*W_U"
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "already built" in second.stderr
+    assert "8-mlp" in second.stdout  # `info` at the end
