@@ -9,6 +9,21 @@ from latentpedia.build.accumulator import SourceAccumulator
 from latentpedia.store.records import ExampleBatch, LatentStats
 
 
+def row_histograms(values: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row equal-width histograms over [row min, row max]: (edges [r, bins+1], counts [r, bins])."""
+    lo, hi = values.min(1, keepdim=True).values, values.max(1, keepdim=True).values
+    width = (hi - lo).clamp_min(1e-12)
+    index = ((values - lo) / width * bins).long().clamp_(0, bins - 1)
+    index += torch.arange(values.shape[0])[:, None] * bins
+    counts = torch.bincount(index.flatten(), minlength=values.shape[0] * bins).view(-1, bins)
+    edges = lo + torch.linspace(0, 1, bins + 1)[None, :] * (hi - lo)
+    return edges, counts
+
+
+def _pairs(indices: torch.Tensor, values: torch.Tensor) -> list[list[list[float]]]:
+    return [[[int(i), round(float(v), 5)] for i, v in zip(ri, rv)] for ri, rv in zip(indices.tolist(), values.tolist())]
+
+
 def logit_effects(
     directions: torch.Tensor, norm_weight: torch.Tensor | None, W_U: torch.Tensor, *, n: int = 10, bins: int = 50, block: int = 512
 ) -> list[dict]:
@@ -20,28 +35,18 @@ def logit_effects(
         if norm_weight is not None:
             dirs = dirs * norm_weight.float()
         logits = dirs @ W_U.float().T
-        pos = torch.topk(logits, n, dim=1)
-        neg = torch.topk(-logits, n, dim=1)
-        lo, hi = logits.min(1).values, logits.max(1).values
-        for r in range(logits.shape[0]):
-            counts = torch.histc(logits[r], bins=bins, min=lo[r].item(), max=hi[r].item())
-            edges = torch.linspace(lo[r].item(), hi[r].item(), bins + 1)
-            out.append(
-                {
-                    "pos": [[int(i), round(float(v), 5)] for i, v in zip(pos.indices[r], pos.values[r])],
-                    "neg": [[int(i), round(-float(v), 5)] for i, v in zip(neg.indices[r], neg.values[r])],
-                    "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts]},
-                    "basis": basis,
-                }
-            )
+        pos, neg = torch.topk(logits, n, dim=1), torch.topk(-logits, n, dim=1)
+        edges, counts = row_histograms(logits, bins)
+        edge_rows = [[round(e, 5) for e in row] for row in edges.tolist()]
+        for p, q, e, c in zip(_pairs(pos.indices, pos.values), _pairs(neg.indices, -neg.values), edge_rows, counts.tolist()):
+            out.append({"pos": p, "neg": q, "hist": {"edges": e, "counts": c}, "basis": basis})
     return out
 
 
 def aligned_entries(decoder: torch.Tensor, n: int = 10) -> list[list[list[float]]]:
     """Largest-magnitude entries of each decoder row: [[dimension, value], ...]."""
     top = torch.topk(decoder.float().abs(), min(n, decoder.shape[1]), dim=1).indices
-    vals = torch.gather(decoder.float(), 1, top)
-    return [[[int(i), round(float(v), 5)] for i, v in zip(ti, tv)] for ti, tv in zip(top, vals)]
+    return _pairs(top, torch.gather(decoder.float(), 1, top))
 
 
 def latent_stats(acc: SourceAccumulator, logits: list[dict], aligned: list) -> tuple[LatentStats, dict]:
