@@ -9,6 +9,7 @@ make about half of the tokens. The composition is recorded with the corpus.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import random
 import sysconfig
@@ -64,8 +65,9 @@ def _split(text: str, limit: int = _MAX_DOC_CHARS) -> list[str]:
     return pieces
 
 
-def stdlib_documents() -> tuple[list[Document], list[Document]]:
-    """(prose, code): docstrings of each module as prose, the module source as code."""
+@functools.lru_cache(maxsize=1)
+def stdlib_documents() -> tuple[tuple[Document, ...], tuple[Document, ...]]:
+    """(prose, code): docstrings of each module as prose, the module source as code (parsed once)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     prose: list[Document] = []
     code: list[Document] = []
@@ -79,7 +81,7 @@ def stdlib_documents() -> tuple[list[Document], list[Document]]:
         docs = "\n\n".join(_docstrings(tree))
         prose += [Document(p, "prose", f"stdlib-doc:{rel}") for p in _split(docs) if len(p) >= _MIN_CHARS]
         code += [Document(p, "code", f"stdlib:{rel}") for p in _split(source) if len(p) >= _MIN_CHARS]
-    return prose, code
+    return tuple(prose), tuple(code)
 
 
 def dedupe(docs: list[Document]) -> list[Document]:
@@ -96,8 +98,8 @@ def dedupe(docs: list[Document]) -> list[Document]:
 def default_documents(seed: int = DEFAULT_SEED) -> tuple[list[Document], list[Document]]:
     """(prose, code) document lists, deduplicated and shuffled with `seed`."""
     prose_std, code = stdlib_documents()
-    prose = dedupe(pydoc_documents() + prose_std)
-    code = dedupe(code)
+    prose = dedupe([*pydoc_documents(), *prose_std])
+    code = dedupe(list(code))
     rng = random.Random(seed)
     rng.shuffle(prose)
     rng.shuffle(code)
