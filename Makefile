@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	@# Browser tests drive Debian's Chromium (never `playwright install`); skipped where it is absent.
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -q && apt-get install -y -q chromium) || echo "chromium not installed: browser tests will be skipped"; \
+	fi
 	touch $(STAMP)
 
 oracle: $(ORACLE_STAMP)

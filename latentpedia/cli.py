@@ -109,9 +109,12 @@ def info(db: DbOpt = "") -> None:
 @app.command()
 def demo(
     tokens: Annotated[Optional[int], typer.Option(help="override the default token budget")] = None,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the atlas when it is built")] = True,
+    host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
     db: DbOpt = "",
 ) -> None:
-    """Build the default atlas (SmolLM2-135M neurons over the offline corpus) if missing."""
+    """Build the default atlas (SmolLM2-135M neurons over the offline corpus) if missing, then serve it."""
     from latentpedia.build import defaults
     from latentpedia.build.pipeline import BuildRequest
     from latentpedia.build.pipeline import build as run_build
@@ -125,6 +128,23 @@ def demo(
     except LatentpediaError as err:
         _fail(err)
     info(db)
+    if serve_after:
+        serve(db=db, host=host, port=port)
+
+
+@app.command()
+def serve(
+    db: DbOpt = "",
+    host: Annotated[str, typer.Option(help="address to serve on (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+) -> None:
+    """Serve the web atlas (feature pages and the JSON API) at http://HOST:PORT."""
+    import uvicorn
+
+    from latentpedia.web import create_app
+
+    console.print(f"serving the atlas at [bold]http://{host}:{port}[/] (Ctrl-C to stop)")
+    uvicorn.run(create_app(db or default_db_url()), host=host, port=port, log_level="info")
 
 
 def main() -> None:  # pragma: no cover - entry point

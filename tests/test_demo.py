@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_builds_the_default_atlas_once(tmp_path):
     env = {**os.environ, "LATENTPEDIA_HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "latentpedia.cli", "demo", "--tokens", "2500"]
+    cmd = [sys.executable, "-m", "latentpedia.cli", "demo", "--tokens", "2500", "--no-serve"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
     assert "forward pass" in first.stderr and "tok/s" in first.stderr  # the progress bar

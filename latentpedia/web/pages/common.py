@@ -1,0 +1,71 @@
+"""What every page needs: URLs of atlas objects, source lookups, "not found" errors."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+from latentpedia.errors import LatentpediaError
+from latentpedia.store.api import Store
+from latentpedia.store.records import SourceRecord
+from latentpedia.web.schemas import SourceInfo
+
+QUALITY_KEYS = ("explained_variance", "ce_loss_recovered", "l0", "dead_fraction")
+
+
+class NotFoundError(LatentpediaError, LookupError):
+    """An unknown model, source or latent (HTTP 404)."""
+
+
+def _part(text: str) -> str:
+    return quote(str(text), safe="")
+
+
+def source_url(model: str, source: str) -> str:
+    return f"/{_part(model)}/{_part(source)}"
+
+
+def source_api_url(model: str, source: str, query: dict | None = None) -> str:
+    url = f"/api/source/{_part(model)}/{_part(source)}"
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def feature_url(model: str, source: str, index: int) -> str:
+    return f"{source_url(model, source)}/{int(index)}"
+
+
+def feature_api_url(model: str, source: str, index: int) -> str:
+    return f"/api/feature/{_part(model)}/{_part(source)}/{int(index)}"
+
+
+def random_url(model: str, source: str) -> str:
+    return f"{source_url(model, source)}/random"
+
+
+def with_query(url: str, query: dict) -> str:
+    """`url` with the query parameters whose value is not None."""
+    kept = {k: v for k, v in query.items() if v is not None}
+    return f"{url}?{urlencode(kept)}" if kept else url
+
+
+def find_source(store: Store, model: str, source: str) -> SourceRecord:
+    """The source, or NotFoundError naming what is unknown."""
+    if store.get_model(model) is None:
+        raise NotFoundError(f"unknown model {model!r}")
+    record = store.get_source(model, source)
+    if record is None:
+        names = ", ".join(s.name for s in store.list_sources(model)) or "none"
+        raise NotFoundError(f"model {model!r} has no source {source!r} (sources: {names})")
+    return record
+
+
+def source_info(record: SourceRecord) -> SourceInfo:
+    """The public view of a source record."""
+    meta = record.meta or {}
+    quality = {k: float(meta[k]) for k in QUALITY_KEYS if isinstance(meta.get(k), int | float)}
+    return SourceInfo(
+        model=record.model_id, name=record.name, kind=record.kind, hook_name=record.hook_name,
+        layer=record.layer, width=record.d_sae, d_in=record.d_in, tokens_seen=record.n_tokens,
+        status=record.status, format=record.format, built_at=record.built_at,
+        logits_basis=meta.get("logits_basis"), quality=quality,
+        url=source_url(record.model_id, record.name), api_url=source_api_url(record.model_id, record.name),
+    )  # fmt: skip

@@ -1,0 +1,39 @@
+"""`/{model}/{source}/{index}` and `/api/feature/{model}/{source}/{index}`: a latent's dashboard."""
+
+from __future__ import annotations
+
+import random
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from latentpedia.web.deps import StoreDep, TokenTextDep, token_text_for
+from latentpedia.web.pages import feature_page_data
+from latentpedia.web.pages.common import feature_url, find_source
+from latentpedia.web.render import render_page
+from latentpedia.web.schemas import ErrorBody, FeaturePage
+
+router = APIRouter(tags=["atlas"])
+NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown model, source or latent"}}
+
+
+def _page(store, texts, model: str, source: str, index: int) -> FeaturePage:
+    return feature_page_data(store, model, source, index, token_text_for(store, texts, model))
+
+
+@router.get("/api/feature/{model}/{source}/{index}", response_model=FeaturePage, responses=NOT_FOUND, summary="A latent's dashboard")
+def feature_json(model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep) -> FeaturePage:
+    return _page(store, texts, model, source, index)
+
+
+@router.get("/{model}/{source}/random", response_class=RedirectResponse, include_in_schema=False)
+def random_feature(model: str, source: str, store: StoreDep) -> RedirectResponse:
+    """A redirect to a random latent of the source."""
+    record = find_source(store, model, source)
+    return RedirectResponse(feature_url(model, source, random.randrange(max(record.d_sae, 1))), status_code=307)
+
+
+@router.get("/{model}/{source}/{index}", response_class=HTMLResponse, include_in_schema=False)
+def feature_html(request: Request, model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep) -> HTMLResponse:
+    page = _page(store, texts, model, source, index)
+    return render_page(request, "feature.html", page, page.api_url)

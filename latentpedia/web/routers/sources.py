@@ -1,0 +1,44 @@
+"""`/{model}/{source}` and `/api/source/{model}/{source}`: a source's latents table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from latentpedia.web.deps import StoreDep
+from latentpedia.web.pages import source_page_data
+from latentpedia.web.pages.common import source_api_url
+from latentpedia.web.pages.source import LatentQuery
+from latentpedia.web.render import render_page
+from latentpedia.web.schemas import ErrorBody, LatentOrder, SourcePage
+
+router = APIRouter(tags=["atlas"])
+NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown model or source"}}
+
+
+def latent_query(
+    order_by: LatentOrder = "index",
+    desc: bool = False,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    min_density: Annotated[float | None, Query(ge=0, le=1)] = None,
+    max_density: Annotated[float | None, Query(ge=0, le=1)] = None,
+) -> LatentQuery:
+    """The latents table's sort, page and density filter, from the query string."""
+    return LatentQuery(order_by, desc, offset, limit, min_density, max_density)
+
+
+LatentQueryDep = Annotated[LatentQuery, Depends(latent_query)]
+
+
+@router.get("/api/source/{model}/{source}", response_model=SourcePage, responses=NOT_FOUND, summary="A page of a source's latents")
+def source_json(model: str, source: str, query: LatentQueryDep, store: StoreDep) -> SourcePage:
+    return source_page_data(store, model, source, query)
+
+
+@router.get("/{model}/{source}", response_class=HTMLResponse, include_in_schema=False)
+def source_html(request: Request, model: str, source: str, query: LatentQueryDep, store: StoreDep) -> HTMLResponse:
+    page = source_page_data(store, model, source, query)
+    return render_page(request, "source.html", page, source_api_url(model, source, query.params()), query=query)

@@ -1,0 +1,165 @@
+"""Pydantic models of what the web app returns: the JSON API contract (see /openapi.json).
+
+Each page's data model is what both its HTML template and its JSON twin are made from.
+Field names follow Neuronpedia's feature JSON where one exists (camelCase included), so
+scripts written for it carry over; our extras use snake_case.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    """A JSON error: `detail` says what was not found or not valid."""
+
+    detail: str
+
+
+class ModelInfo(BaseModel):
+    id: str
+    family: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+
+
+class SourceInfo(BaseModel):
+    """A source as listed on the home page and shown on its own pages."""
+
+    model: str
+    name: str
+    kind: str
+    hook_name: str
+    layer: int | None
+    width: int = Field(description="number of latents (d_sae)")
+    d_in: int
+    tokens_seen: int | None = Field(description="tokens the statistics were computed over (BOS excluded)")
+    status: str
+    format: str | None
+    built_at: datetime | None
+    logits_basis: str | None = Field(description="how ± logits were computed, e.g. final_norm_scale*W_U")
+    quality: dict[str, float] = Field(default_factory=dict, description="SAE quality figures, when known")
+    url: str
+    api_url: str
+
+
+class JobInfo(BaseModel):
+    id: int
+    kind: str
+    target: str
+    status: str
+    progress: float
+    message: str
+    updated_at: datetime
+
+
+class HomePage(BaseModel):
+    """`/`: what the atlas holds."""
+
+    models: list[ModelInfo]
+    sources: list[SourceInfo]
+    jobs: list[JobInfo]
+
+
+class LatentRow(BaseModel):
+    index: int
+    max_act: float | None
+    frac_nonzero: float | None
+    mean_act: float | None
+    url: str
+
+
+LatentOrder = Literal["index", "max_act", "frac_nonzero", "mean_act"]
+
+
+class SourcePage(BaseModel):
+    """`/{model}/{source}`: one page of the source's latents, sorted and filtered."""
+
+    source: SourceInfo
+    latents: list[LatentRow]
+    total: int = Field(description="latents matching the filters")
+    offset: int
+    limit: int
+    order_by: LatentOrder
+    desc: bool
+    min_density: float | None
+    max_density: float | None
+    prev_url: str | None
+    next_url: str | None
+
+
+class Activation(BaseModel):
+    """One example window with per-token values (dense, window length, BOS first)."""
+
+    tokens: list[str] = Field(description="display text of each token of the window")
+    token_ids: list[int]
+    values: list[float]
+    maxValue: float
+    maxValueTokenIndex: int
+    binMin: float | None = Field(description="lower bound of the quantile interval (None for top examples)")
+    binMax: float | None
+    kind: Literal["top", "quantile"]
+    group: int = Field(description="quantile interval 0..9 of (0, max], -1 for top examples")
+    window: int = Field(description="window index in the source's corpus")
+
+
+class QuantileGroup(BaseModel):
+    group: int
+    binMin: float
+    binMax: float
+    count: int
+
+
+class LinkedLatent(BaseModel):
+    """A latent of the same source related to this one (a correlated latent)."""
+
+    index: int
+    value: float
+    url: str
+
+
+class DecoderEntry(BaseModel):
+    """A large entry of the latent's decoder/output direction."""
+
+    dim: int
+    value: float
+
+
+class FeaturePage(BaseModel):
+    """`/{model}/{source}/{index}` and `/api/feature/{model}/{source}/{index}`."""
+
+    modelId: str
+    layer: str = Field(description="the source id (Neuronpedia calls it layer)")
+    index: int
+    source: SourceInfo
+    max_act: float | None
+    mean_act: float | None
+    frac_nonzero: float | None
+    density_log10: float | None
+    pos_str: list[str]
+    pos_values: list[float]
+    pos_token_ids: list[int]
+    neg_str: list[str]
+    neg_values: list[float]
+    neg_token_ids: list[int]
+    logits_basis: str | None
+    freq_hist_data_bar_heights: list[int]
+    freq_hist_data_bar_values: list[float]
+    logits_hist_data_bar_heights: list[int]
+    logits_hist_data_bar_values: list[float]
+    activations: list[Activation]
+    quantile_groups: list[QuantileGroup]
+    explanations: list[dict] = Field(default_factory=list)
+    aligned: list[DecoderEntry]
+    aligned_space: str | None = Field(description="the space decoder entries index, e.g. blocks.6.hook_mlp_out")
+    correlated: list[LinkedLatent]
+    url: str
+    api_url: str
+    prev_url: str | None
+    next_url: str | None
+    random_url: str

@@ -1,0 +1,94 @@
+"""A real browser (Debian's Chromium driven by Playwright) on a feature page: highlighted
+tokens render, expand-context reveals the hidden context, no planted script runs.
+Skipped where /usr/bin/chromium or playwright is missing."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.test_web_serve import free_port
+from tests.web_atlas import SeededAtlas, sqlite_atlas
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[str, SeededAtlas]]:
+    """The seeded SQLite atlas served by uvicorn in a thread of this process."""
+    import uvicorn
+
+    from latentpedia.web import create_app
+
+    atlas = sqlite_atlas(tmp_path_factory)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(atlas.url), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", atlas
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(url)
+    return page, dialogs
+
+
+def test_feature_page_highlights_tokens(served, browser):
+    base, atlas = served
+    page, dialogs = open_page(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/0")
+    highlighted = page.locator(".examples.top .tok.on:visible")
+    assert highlighted.count() > 0
+    colour = highlighted.first.evaluate("el => getComputedStyle(el).backgroundColor")
+    assert colour.startswith("rgba(232, 116, 59")
+    assert highlighted.first.get_attribute("title")  # the value, on hover
+    hidden = page.locator(".examples .tok.ctx")
+    if hidden.count():
+        assert not hidden.first.is_visible()
+        page.click("label[for=expand-context]")
+        assert hidden.first.is_visible()
+    assert page.locator("svg.hist").count() == 2
+    assert dialogs == []
+    page.close()
+
+
+def test_planted_scripts_do_not_run(served, browser):
+    base, atlas = served
+    source, index = atlas.payload_feature
+    for path in (f"/{atlas.model}/{source}/{index}", f"/{atlas.model}/{atlas.sources[0]}/0", "/"):
+        page, dialogs = open_page(browser, base + path)
+        page.wait_for_load_state("load")
+        assert dialogs == [], path
+        assert "<script>alert(1)</script>" in page.inner_text("main") or path == "/"
+        page.close()
+
+
+def test_arrow_keys_move_between_latents(served, browser):
+    base, atlas = served
+    page, _ = open_page(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/3")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(f"**/{atlas.sources[0]}/4")
+    page.close()
