@@ -248,3 +248,12 @@ def test_corpus_and_vocab_text_is_escaped(client, atlas):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[1]  # the vocab token, whole
     feature = client.get(f"/api/feature/{atlas.model}/{atlas.sources[0]}/0").json()
     assert feature["pos_str"][0] == PAYLOAD and feature["pos_token_ids"][0] == atlas.payload_token_ids[0]
+
+
+def test_concurrent_requests_all_succeed(client, atlas):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [f"/api/feature/{atlas.model}/{atlas.sources[i % 2]}/{i}" for i in range(24)] + ["/api/home", "/"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda path: client.get(path).status_code, paths))
+    assert statuses == [200] * len(paths)

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from latentpedia.web.highlight import token_spans
 from latentpedia.web.svg import histogram_svg
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -21,6 +22,7 @@ def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.autoescape = True
     templates.env.globals["histogram_svg"] = histogram_svg
+    templates.env.globals["token_spans"] = token_spans
     templates.env.filters["num"] = format_number
     templates.env.filters["pct"] = format_percent
     return templates

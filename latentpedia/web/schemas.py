@@ -43,7 +43,9 @@ class SourceInfo(BaseModel):
     format: str | None
     built_at: datetime | None
     logits_basis: str | None = Field(description="how ± logits were computed, e.g. final_norm_scale*W_U")
-    quality: dict[str, float] = Field(default_factory=dict, description="SAE quality figures, when known")
+    quality: dict[str, float] = Field(
+        default_factory=dict, description="SAE evaluation figures when known (meta['quality']: l0, explained_variance, ce_loss_recovered, ...)"
+    )
     url: str
     api_url: str
 

@@ -9,7 +9,6 @@ from latentpedia.store.api import Store
 from latentpedia.store.records import SourceRecord
 from latentpedia.web.schemas import SourceInfo
 
-QUALITY_KEYS = ("explained_variance", "ce_loss_recovered", "l0", "dead_fraction")
 
 
 class NotFoundError(LatentpediaError, LookupError):
@@ -61,7 +60,10 @@ def find_source(store: Store, model: str, source: str) -> SourceRecord:
 def source_info(record: SourceRecord) -> SourceInfo:
     """The public view of a source record."""
     meta = record.meta or {}
-    quality = {k: float(meta[k]) for k in QUALITY_KEYS if isinstance(meta.get(k), int | float)}
+    quality = {
+        name: float(value) for name, value in (meta.get("quality") or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }  # fmt: skip
     return SourceInfo(
         model=record.model_id, name=record.name, kind=record.kind, hook_name=record.hook_name,
         layer=record.layer, width=record.d_sae, d_in=record.d_in, tokens_seen=record.n_tokens,
