@@ -214,6 +214,8 @@ def test_bad_query_parameters_are_422(client, atlas):
     base = f"/api/source/{atlas.model}/{atlas.sources[0]}"
     for params in ({"order_by": "nonsense"}, {"limit": 0}, {"min_density": 2}, {"offset": -1}):
         assert client.get(base, params=params).status_code == 422
+    blank_form = client.get(base, params={"min_density": "", "max_density": ""})  # an unfilled HTML form
+    assert blank_form.status_code == 200 and blank_form.json()["total"] == 128
 
 
 class ScriptCounter(HTMLParser):

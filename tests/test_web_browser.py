@@ -92,3 +92,20 @@ def test_arrow_keys_move_between_latents(served, browser):
     page.keyboard.press("ArrowRight")
     page.wait_for_url(f"**/{atlas.sources[0]}/4")
     page.close()
+
+
+def test_source_page_sorts_and_filters(served, browser):
+    base, atlas = served
+    page, _ = open_page(browser, f"{base}/{atlas.model}/{atlas.sources[0]}")
+    page.click("th >> text=max activation")
+    page.wait_for_url("**order_by=max_act**")
+    maxima = [float(x) for x in page.locator("table.latents tbody td:nth-child(2)").all_inner_texts()]
+    assert len(maxima) == 50 and maxima == sorted(maxima, reverse=True)
+    shown = sorted(float(x.rstrip("%")) for x in page.locator("table.latents tbody td:nth-child(3)").all_inner_texts())
+    threshold = shown[len(shown) // 2] / 100
+    page.fill("input[name=min_density]", str(threshold))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**min_density={threshold}**")
+    densities = [float(x.rstrip("%")) for x in page.locator("table.latents tbody td:nth-child(3)").all_inner_texts()]
+    assert densities and min(densities) >= 100 * threshold - 0.1
+    page.close()

@@ -42,3 +42,13 @@ def test_histogram_svg_draws_one_bar_per_bin():
     assert svg.startswith('<svg class="hist"') and svg.count("<rect") == 4
     assert "&lt;b&gt;" in svg and "<b>" not in svg
     assert "no data" in str(histogram_svg([], []))
+
+
+def test_every_json_route_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from latentpedia.web import create_app
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for path in create_app("sqlite://").openapi()["paths"]:
+        assert f"`{path}`" in readme, f"README.md does not document {path}"

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import BeforeValidator, Field
 
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.pages import source_page_data
@@ -18,13 +19,22 @@ router = APIRouter(tags=["atlas"])
 NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown model or source"}}
 
 
+def _blank_is_none(value: object) -> object:
+    """An empty form field ("min_density=") means "no bound"."""
+    return None if value == "" else value
+
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Density = Annotated[Fraction | None, BeforeValidator(_blank_is_none), Query(description="density bound in [0, 1]")]
+
+
 def latent_query(
     order_by: LatentOrder = "index",
     desc: bool = False,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    min_density: Annotated[float | None, Query(ge=0, le=1)] = None,
-    max_density: Annotated[float | None, Query(ge=0, le=1)] = None,
+    min_density: Density = None,
+    max_density: Density = None,
 ) -> LatentQuery:
     """The latents table's sort, page and density filter, from the query string."""
     return LatentQuery(order_by, desc, offset, limit, min_density, max_density)
