@@ -36,7 +36,7 @@ demo: install
 	$(VENV)/bin/latentpedia demo
 
 test: install oracle
-	PYTHONPATH=. $(ORACLE)/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_sources_oracle.py
+	PYTHONPATH=. $(ORACLE)/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_sources_oracle.py tests/test_train_oracle.py
 	$(PY) -m pytest -q
 
 test-fast: install

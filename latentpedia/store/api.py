@@ -11,7 +11,8 @@ Methods (records are frozen dataclasses from records.py, readable as `rec.x` or 
   models   upsert_model, get_model -> ModelRecord | None, list_models, set_vocab, get_vocab -> list[str]
   corpora  add_corpus -> id (idempotent on content_hash), get_corpus, find_corpus, list_corpora,
            get_windows(corpus_id, idxs) -> int32 [n, T], iter_windows(corpus_id, start, stop)
-  sources  add_source -> id, get_source(model_id, name), get_source_by_id, list_sources, delete_source
+  sources  add_source -> id, get_source(model_id, name), get_source_by_id, list_sources, delete_source,
+           set_source_quality(source_id, metrics) (merged into meta["quality"])
   results  write_source_results, get_latent -> dict | None, get_examples -> list[dict],
            list_latents(order_by, desc, offset, limit, min_density, max_density), count_latents,
            count_examples
@@ -181,6 +182,17 @@ class Store(CorpusMethods, ResultMethods, JobMethods):
             query = query.where(Source.model_id == model_id)
         with self._read() as session:
             return [to_record(SourceRecord, s) for s in session.scalars(query)]
+
+    def set_source_quality(self, source_id: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Merge `metrics` (JSON-able, e.g. SAE evals) into the source's `meta["quality"]`;
+        returns the merged quality dict. LatentpediaError if the source does not exist."""
+        with self._begin() as session:
+            source = session.get(Source, source_id)
+            if source is None:
+                raise LatentpediaError(f"no source with id {source_id}")
+            quality = {**(source.meta or {}).get("quality", {}), **metrics}
+            source.meta = {**(source.meta or {}), "quality": quality}  # a new dict: JSON change tracked
+            return quality
 
     def delete_source(self, model_id: str, name: str) -> bool:
         """Delete a source with its latents and examples; False if there was none."""

@@ -1,0 +1,54 @@
+"""BatchTopK SAE (Bussmann et al. 2024): the k * batch largest activations of a whole batch.
+
+For inference a global threshold is learned as an exponential moving average of the smallest
+kept activation (as SAELens does); the exported SAE is a JumpReLU with that threshold, which is
+how SAELens saves BatchTopK SAEs too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latentpedia.train.saes.base import SAESettings, TrainableSAE
+from latentpedia.train.saes.topk import auxk_loss
+
+THRESHOLD_RATE = 0.01
+
+
+class BatchTopKSAE(TrainableSAE):
+    """Keep the k * B largest relu(pre) of the batch; threshold at inference."""
+
+    name = "batchtopk"
+    saelens_architecture = "jumprelu"
+
+    def __init__(self, settings: SAESettings, generator: torch.Generator):
+        super().__init__(settings, generator)
+        self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
+
+    def activate(self, pre: torch.Tensor, *, training: bool) -> torch.Tensor:
+        acts = torch.relu(pre)
+        if not training:
+            return acts * (pre > self.threshold.float())
+        flat = acts.flatten()
+        top = torch.topk(flat, k=min(self.settings.k * acts.shape[0], flat.numel()), sorted=False)
+        return torch.zeros_like(flat).scatter(-1, top.indices, top.values).view_as(acts)
+
+    def training_loss(self, x, pre, acts, recon, dead):
+        loss, value = auxk_loss(self, x, pre, recon, dead)
+        return loss, {"auxk": value}
+
+    @torch.no_grad()
+    def after_step(self, acts: torch.Tensor) -> None:
+        positive = acts[acts > 0]
+        if positive.numel():
+            smallest = positive.min().double()
+            first = bool(self.threshold == 0)
+            self.threshold.copy_(smallest if first else (1 - THRESHOLD_RATE) * self.threshold + THRESHOLD_RATE * smallest)
+
+    def buffers_to_export(self) -> dict[str, torch.Tensor]:
+        return {"threshold": torch.full((self.settings.d_sae,), float(self.threshold))}
+
+    def cfg_extra(self) -> dict[str, Any]:
+        return {}
