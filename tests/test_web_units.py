@@ -52,3 +52,18 @@ def test_every_json_route_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for path in create_app("sqlite://").openapi()["paths"]:
         assert f"`{path}`" in readme, f"README.md does not document {path}"
+
+
+def test_token_decoders_are_cached_only_once_a_vocabulary_exists():
+    from latentpedia.web.deps import token_text_for
+
+    class FakeStore:
+        vocab: list[str] = []
+
+        def get_vocab(self, model):
+            return self.vocab
+
+    store, cache = FakeStore(), {}
+    assert token_text_for(store, cache, "m")(0) == "" and cache == {}
+    store.vocab = ["Ġhi"]
+    assert token_text_for(store, cache, "m")(0) == " hi" and "m" in cache

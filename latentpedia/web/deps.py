@@ -24,10 +24,14 @@ def get_token_text(request: Request) -> dict[str, TokenText]:
 
 
 def token_text_for(store: Store, cache: dict[str, TokenText], model: str) -> TokenText:
-    """The decoder of `model`'s vocabulary (cached)."""
-    if model not in cache:
-        cache[model] = TokenText(store.get_vocab(model))
-    return cache[model]
+    """The decoder of `model`'s vocabulary (cached once the vocabulary exists: a model
+    registered while serving gets its vocabulary a moment later)."""
+    if model in cache:
+        return cache[model]
+    text = TokenText(store.get_vocab(model))
+    if text.vocab:
+        cache[model] = text
+    return text
 
 
 TokenTextDep = Annotated[dict[str, TokenText], Depends(get_token_text)]
