@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -21,6 +22,7 @@ class BuildProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             disable=not enabled,
+            console=Console(stderr=True),  # stdout is for results (`info`), progress goes to stderr
         )
         self.task = None
         self.started = time.perf_counter()
