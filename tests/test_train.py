@@ -133,3 +133,16 @@ def test_geometric_median_resists_outliers():
 def test_width_that_does_not_fit_memory_is_refused(cache, tmp_path):
     with pytest.raises(InvalidInputError, match="GiB"):
         Trainer(config(cache, tmp_path, widths=[2**36]), log=quiet)
+
+
+def test_attention_sink_outliers_are_left_out(tmp_path, directions):
+    x = planted_activations(4096, directions)
+    x[::100] *= 150  # a sink-like token every 100
+    cache = write_cache(tmp_path / "acts", {HOOK: x})
+    trainer = Trainer(config(cache, tmp_path / "out", n_tokens=256), log=quiet)
+    trainer._initialise()
+    run = trainer.runs[0]
+    batch = next(trainer.source.batches(1024))[HOOK]
+    kept = batch[batch.norm(dim=-1) <= run.max_norm]
+    assert 0 < len(batch) - len(kept) < 0.05 * len(batch)
+    assert (kept * run.scale).norm(dim=-1).mean() == pytest.approx(math.sqrt(32), rel=0.05)

@@ -32,6 +32,7 @@ class TrainConfig:
     dead_after_tokens: int | None = None  # None: min(n_tokens / 5, 1M)
     resample_every: int = 250  # steps (ReLU / JumpReLU)
     b_dec_init: str = "geometric_median"  # or "mean"
+    outlier_factor: float | None = 10.0  # drop tokens with norm > factor x median (attention sinks)
     checkpoint_seconds: float = 60.0
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +66,6 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
         keep = ("hooks", "widths", "architecture", "k", "l1_coefficient", "n_tokens", "batch_size", "lr",
-                "warmup_fraction", "decay_fraction", "buffer_tokens", "seed", "b_dec_init")
+                "warmup_fraction", "decay_fraction", "buffer_tokens", "seed", "b_dec_init", "outlier_factor")
         data = asdict(self)
         return {key: data[key] for key in keep} | {"activations": str(Path(self.activations).resolve())}

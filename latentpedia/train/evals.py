@@ -3,7 +3,10 @@
     metrics = evaluate_sae(model, sae, windows)     # windows: [n, T] token ids, BOS in column 0
 
 Position 0 (the BOS / attention-sink token) is left out everywhere: its activation is never
-replaced and its prediction never scored. Metrics:
+replaced and its prediction never scored. Outlier tokens (norm > `outlier_factor` x the batch's
+median: attention sinks, which SAE training leaves out too) are treated like position 0 for the
+activation metrics and keep their clean activation when splicing; `outlier_fraction` says how
+many there were. Metrics:
 - `l0` (mean active latents per token), `explained_variance` (1 - SSE / total variance),
   `mse` (mean squared error per element), `dead_fraction` (latents that never fired on the
   eval tokens), `dense_fraction` (firing on > 10% of tokens), `density_histogram` (log10 of
@@ -99,11 +102,22 @@ def activation_metrics(sae: SAESource, batches: Iterable[torch.Tensor]) -> dict[
     return stats.result()
 
 
-def _splice(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A hook replacing every position but 0 by fn(activation)."""
+def inlier_mask(act: torch.Tensor, outlier_factor: float | None) -> torch.Tensor:
+    """[B, T] True where a token is scored: position > 0 and norm <= factor x median norm."""
+    norms = act.float().norm(dim=-1)
+    mask = torch.ones_like(norms, dtype=torch.bool)
+    mask[:, 0] = False
+    if outlier_factor:
+        mask &= norms <= outlier_factor * norms[:, 1:].median()
+    return mask
+
+
+def _splice(fn: Callable[[torch.Tensor], torch.Tensor], outlier_factor: float | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A hook replacing every scored position (see `inlier_mask`) by fn(activation)."""
     def hook(act: torch.Tensor) -> torch.Tensor:
+        mask = inlier_mask(act, outlier_factor)
         new = act.clone()
-        new[:, 1:] = fn(act[:, 1:]).to(act.dtype)
+        new[mask] = fn(act[mask]).to(act.dtype)
         return new
     return hook
 
@@ -120,22 +134,32 @@ def _ce(log_probs: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_sae(model: LoadedModel, sae: SAESource, windows: torch.Tensor, *, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_sae(model: LoadedModel, sae: SAESource, windows: torch.Tensor, *, batch_size: int = 8,
+                 outlier_factor: float | None = 10.0) -> dict[str, Any]:
     """Every metric of this module over `windows` ([n, T] token ids, BOS first)."""
     windows = torch.as_tensor(windows, dtype=torch.long)
     stats = ActivationStats(sae)
     sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
+    outliers = 0
+
+    def read(act: torch.Tensor) -> None:
+        nonlocal outliers
+        mask = inlier_mask(act, outlier_factor)
+        outliers += int((~mask[:, 1:]).sum())
+        stats.add(act[mask])
+
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size]
-        clean = _log_probs(model, ids, {sae.hook_name: lambda act: stats.add(act[:, 1:]) or None})
-        spliced = _log_probs(model, ids, {sae.hook_name: _splice(lambda a: reconstruct(sae, a)[1])})
-        zero = _log_probs(model, ids, {sae.hook_name: _splice(torch.zeros_like)})
+        clean = _log_probs(model, ids, {sae.hook_name: read})
+        spliced = _log_probs(model, ids, {sae.hook_name: _splice(lambda a: reconstruct(sae, a)[1], outlier_factor)})
+        zero = _log_probs(model, ids, {sae.hook_name: _splice(torch.zeros_like, outlier_factor)})
         weight = len(ids) / len(windows)
         sums["clean"] += weight * _ce(clean, ids)
         sums["sae"] += weight * _ce(spliced, ids)
         sums["zero"] += weight * _ce(zero, ids)
         sums["kl"] += weight * float((clean.exp() * (clean - spliced)).sum(-1).mean())
-    return {**stats.result(), **_ce_summary(sums)}
+    scored = stats.tokens + outliers
+    return {**stats.result(), **_ce_summary(sums), "outlier_fraction": outliers / max(scored, 1)}
 
 
 def _ce_summary(sums: dict[str, float]) -> dict[str, float]:

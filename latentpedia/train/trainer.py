@@ -3,7 +3,8 @@
     results = Trainer(TrainConfig(activations=dir, out_dir=out, hooks=[...], widths=[...])).run()
 
 Every step reads one shuffled batch (all hooks) and trains each SAE on its hook's slice. Inputs
-are scaled so E||x|| = sqrt(d_in) (one factor per hook, estimated on the first batches); b_dec
+are scaled so E||x|| = sqrt(d_in); tokens whose norm exceeds `outlier_factor` x the median
+(attention sinks: SmolLM2 gives some first tokens ~150x the median norm) are left out (one factor per hook, estimated on the first batches); b_dec
 starts at the geometric median (or mean); decoder rows keep unit norm; the learning rate warms
 up, stays, then decays linearly to zero. Dead latents (no activation for `dead_window` tokens)
 feed the AuxK loss (TopK/BatchTopK) or are resampled towards badly reconstructed inputs
@@ -49,17 +50,18 @@ class SAERun:
     optimizer: torch.optim.Optimizer
     base_lr: float
     scale: float = 1.0
+    max_norm: float = math.inf  # raw-activation norm above which a token is an outlier (dropped)
     tokens_since_fired: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
-        return {"sae": self.sae.state_dict(), "opt": self.optimizer.state_dict(), "scale": self.scale,
+        return {"sae": self.sae.state_dict(), "opt": self.optimizer.state_dict(), "scale": self.scale, "max_norm": self.max_norm,
                 "tokens_since_fired": self.tokens_since_fired, "metrics": self.metrics}
 
     def load(self, state: dict[str, Any]) -> None:
         self.sae.load_state_dict(state["sae"])
         self.optimizer.load_state_dict(state["opt"])
-        self.scale, self.metrics = state["scale"], state["metrics"]
+        self.scale, self.metrics, self.max_norm = state["scale"], state["metrics"], state["max_norm"]
         self.tokens_since_fired = state["tokens_since_fired"]
 
 
@@ -123,6 +125,9 @@ class Trainer:
         batches = [next(stream) for _ in range(max(1, INIT_TOKENS // self.config.batch_size))]
         for run in self.runs:
             x = torch.cat([b[run.hook] for b in batches])
+            if self.config.outlier_factor:
+                run.max_norm = float(self.config.outlier_factor * x.norm(dim=-1).median())
+                x = x[x.norm(dim=-1) <= run.max_norm]
             run.scale = float(math.sqrt(x.shape[-1]) / x.norm(dim=-1).mean().clamp_min(1e-8))
             x = x * run.scale
             center = geometric_median(x) if self.config.b_dec_init == "geometric_median" else x.mean(0)
@@ -169,7 +174,8 @@ class Trainer:
                     return []
                 batch = next(stream)
                 for run in self.runs:
-                    self._train_step(run, batch[run.hook] * run.scale)
+                    x = batch[run.hook]
+                    self._train_step(run, x[x.norm(dim=-1) <= run.max_norm] * run.scale)
                 self.step += 1
                 bar.step_done()
                 for run in self.runs:
@@ -240,7 +246,7 @@ class Trainer:
     def _export(self, seconds: float, rate: float) -> list[dict[str, Any]]:
         results = []
         for run in self.runs:
-            info = {"hook": run.hook, "tokens": self.step * self.config.batch_size, "steps": self.step,
+            info = {"hook": run.hook, "tokens": self.step * self.config.batch_size, "steps": self.step, "max_input_norm": None if math.isinf(run.max_norm) else run.max_norm,
                     "seconds": round(seconds, 1), "tokens_per_second": round(rate), "lr": run.base_lr,
                     "k": self.config.k, "l1_coefficient": run.sae.settings.l1_coefficient,
                     "training_metrics": {k: round(v, 5) for k, v in run.metrics.items()}}

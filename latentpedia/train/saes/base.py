@@ -79,11 +79,15 @@ class TrainableSAE(nn.Module, ABC):
     def forward(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> StepOutput:
         """Training step on scaled inputs; `dead` [d_sae] marks latents that stopped firing."""
         pre = self.pre_activations(x)
-        acts = self.activate(pre, training=True)
-        recon = self.decode(acts)
+        acts, recon = self.activate_and_decode(pre)
         mse = (recon - x).pow(2).sum(-1).mean()
         extra, parts = self.training_loss(x, pre, acts, recon, dead)
         return StepOutput(mse + extra, recon, acts, {"mse": float(mse.detach()), **parts})
+
+    def activate_and_decode(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training activations and reconstruction (TopK overrides this with a sparse decode)."""
+        acts = self.activate(pre, training=True)
+        return acts, self.decode(acts)
 
     @abstractmethod
     def training_loss(self, x: torch.Tensor, pre: torch.Tensor, acts: torch.Tensor, recon: torch.Tensor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from latentpedia.train.saes.base import TrainableSAE
 
@@ -15,6 +16,12 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(values).scatter(-1, top.indices, top.values)
 
 
+def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+    """sum_j values[:, j] * W_dec[indices[:, j]]: the decode of k active latents per row, in
+    O(B k d) instead of O(B d_sae d) (about twice as fast a training step on CPU)."""
+    return F.embedding_bag(indices, W_dec, per_sample_weights=values, mode="sum")
+
+
 def auxk_loss(sae: TrainableSAE, x: torch.Tensor, pre: torch.Tensor, recon: torch.Tensor,
               dead: torch.Tensor | None) -> tuple[torch.Tensor, float]:
     """AuxK: the top-k_aux dead latents reconstruct the residual x - recon (normalised MSE)."""
@@ -22,9 +29,9 @@ def auxk_loss(sae: TrainableSAE, x: torch.Tensor, pre: torch.Tensor, recon: torc
         return pre.new_zeros(()), 0.0
     k_aux = min(sae.settings.aux_k or sae.settings.d_in // 2, int(dead.sum()))
     dead_pre = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
-    aux_acts = torch.relu(top_k_mask(dead_pre, k_aux).nan_to_num(neginf=0.0))
+    top = torch.topk(dead_pre, k=k_aux, dim=-1, sorted=False)
     residual = (x - recon).detach()
-    aux_recon = aux_acts @ sae.W_dec
+    aux_recon = sparse_decode(torch.relu(top.values), top.indices, sae.W_dec)
     err = (aux_recon - residual).pow(2).sum(-1).mean()
     scale = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
     loss = sae.settings.aux_coefficient * err / scale
@@ -39,6 +46,13 @@ class TopKSAE(TrainableSAE):
 
     def activate(self, pre: torch.Tensor, *, training: bool) -> torch.Tensor:
         return torch.relu(top_k_mask(pre, self.settings.k))
+
+    def activate_and_decode(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top = torch.topk(pre, k=min(self.settings.k, pre.shape[-1]), dim=-1, sorted=False)
+        values = torch.relu(top.values)
+        recon = sparse_decode(values, top.indices, self.W_dec) + self.b_dec
+        acts = torch.zeros_like(pre).scatter(-1, top.indices, values.detach())  # for metrics only
+        return acts, recon
 
     def training_loss(self, x, pre, acts, recon, dead):
         loss, value = auxk_loss(self, x, pre, recon, dead)
