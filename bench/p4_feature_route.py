@@ -1,0 +1,151 @@
+"""P4: the feature JSON route under load, beside a static file server serving the same bytes.
+
+    python bench/p4_feature_route.py [--latents 100000] [--examples 32] [--seconds 15]
+
+Fills a SQLite atlas with one synthetic source of `--latents` latents (dashboard statistics of
+the real shapes; `--examples` top examples per latent over 128-token windows), serves it with
+`latentpedia serve`, and drives `GET /api/feature/...` for random latents with wrk (32
+connections). The baseline is busybox httpd serving the JSON of 1,000 of those latents as
+files. Needs `wrk` and `busybox` (apt-get install wrk busybox). Prints a Markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from latentpedia.store.api import Store
+from latentpedia.store.records import ExampleBatch, LatentStats, SourceResults
+
+MODEL, SOURCE, WINDOW, VOCAB = "synthetic", "0-synthetic", 128, 49152
+NNZ = 24  # non-zero values stored per example
+
+
+def _stats(n: int, rng: np.random.Generator) -> LatentStats:
+    edges = np.linspace(0, 1, 51).round(5).tolist()
+
+    def hist():
+        return {"edges": edges, "counts": rng.integers(0, 1000, 50).tolist()}
+
+    def pairs(k, scale):
+        return [[int(t), round(float(v), 5)] for t, v in zip(rng.integers(0, VOCAB, k), rng.normal(0, scale, k))]
+
+    logits = [{"pos": pairs(10, 1), "neg": pairs(10, 1), "hist": hist(), "basis": "final_norm_scale*W_U"} for _ in range(n)]
+    return LatentStats(
+        max_act=rng.random(n, dtype=np.float32) * 10, frac_nonzero=rng.random(n, dtype=np.float32) / 10,
+        mean_act=rng.random(n, dtype=np.float32), hist=[hist() for _ in range(n)], logits=logits,
+        aligned=[pairs(10, 0.1) for _ in range(n)], correlated=[pairs(10, 0.3) for _ in range(n)],
+    )  # fmt: skip
+
+
+def _examples(n: int, k: int, n_windows: int, rng: np.random.Generator) -> ExampleBatch:
+    m = n * k
+    positions = np.tile(np.arange(1, WINDOW, (WINDOW - 1) // NNZ)[:NNZ], m).astype(np.uint16)
+    return ExampleBatch(
+        latent=np.repeat(np.arange(n, dtype=np.int32), k), kind=np.zeros(m, np.int8), group=np.full(m, -1, np.int8),
+        rank=np.tile(np.arange(k, dtype=np.int16), n), window=rng.integers(0, n_windows, m).astype(np.int32),
+        max_value=rng.random(m, dtype=np.float32), max_pos=np.full(m, 1, np.int16),
+        offsets=np.arange(0, (m + 1) * NNZ, NNZ, dtype=np.int64), positions=positions,
+        values=rng.random(m * NNZ).astype(np.float16),
+    )  # fmt: skip
+
+
+def fill(url: str, n_latents: int, k: int) -> None:
+    """One model, vocab, corpus and synthetic source of `n_latents` latents."""
+    rng = np.random.default_rng(0)
+    store = Store.open(url)
+    store.upsert_model(MODEL, "llama", 1, 576, 1536, VOCAB, 0)
+    store.set_vocab(MODEL, [f"Ġw{i}" for i in range(VOCAB)])
+    windows = rng.integers(0, VOCAB, (4096, WINDOW)).astype(np.int32)
+    corpus = store.add_corpus(MODEL, "synthetic", {}, WINDOW, windows, {}, "p4-synthetic")
+    source = store.add_source(MODEL, SOURCE, "sae", "blocks.0.hook_resid_post", 0, 576, n_latents, corpus)
+    results = SourceResults(_stats(n_latents, rng), _examples(n_latents, k, len(windows), rng), n_tokens=4096 * 127)
+    store.write_source_results(source, results)
+    store.close()
+
+
+def wrk(url: str, seconds: int, lua: Path) -> tuple[float, float]:
+    """(requests/s, p99 ms) of wrk with 32 connections."""
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
+    return rps, float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def _lua(folder: Path, prefix: str, n: int) -> Path:
+    path = folder / f"random-{n}.lua"
+    path.write_text(f'math.randomseed(1)\nrequest = function()\n  return wrk.format("GET", "{prefix}" .. math.random(0, {n - 1}))\nend\n')
+    return path
+
+
+def _wait(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latents", type=int, default=100_000)
+    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "latentpedia-p4")
+    args = parser.parse_args()
+    for tool in ("wrk", "busybox"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install wrk busybox")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    db = args.workdir / f"atlas-{args.latents}-{args.examples}.db"
+    url = f"sqlite:///{db.resolve()}"
+    if not db.exists():
+        started = time.perf_counter()
+        fill(url, args.latents, args.examples)
+        print(f"filled {args.latents:,} latents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    api = f"http://127.0.0.1:8731/api/feature/{MODEL}/{SOURCE}/"
+    server = subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "serve", "--db", url, "--port", "8731"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    static_dir = args.workdir / "static"
+    try:
+        _wait(api + "0")
+        files = static_dir / "f"
+        files.mkdir(parents=True, exist_ok=True)
+        sizes = []
+        for i in range(1000):
+            body = httpx.get(api + str(i)).content
+            (files / str(i)).write_bytes(body)
+            sizes.append(len(body))
+        route = wrk(api, args.seconds, _lua(args.workdir, f"/api/feature/{MODEL}/{SOURCE}/", args.latents))
+    finally:
+        server.terminate()
+        server.wait()
+    static = subprocess.Popen(["busybox", "httpd", "-f", "-p", "127.0.0.1:8732", "-h", str(static_dir)])
+    try:
+        _wait("http://127.0.0.1:8732/f/0")
+        baseline = wrk("http://127.0.0.1:8732/", args.seconds, _lua(args.workdir, "/f/", 1000))
+    finally:
+        static.terminate()
+        static.wait()
+    print(json.dumps({"latents": args.latents, "examples": args.examples, "mean_bytes": int(np.mean(sizes)),
+                      "route_rps": route[0], "route_p99_ms": route[1], "static_rps": baseline[0], "static_p99_ms": baseline[1]}))  # fmt: skip
+    print(f"| {args.latents:,} latents, {args.examples} examples | {np.mean(sizes) / 1024:.0f} KiB | "
+          f"{route[0]:,.0f} req/s, p99 {route[1]:.0f} ms | {baseline[0]:,.0f} req/s, p99 {baseline[1]:.0f} ms |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
