@@ -40,9 +40,14 @@ class SourceAccumulator:
         self.hist = StreamingHistogram(d)
         self.corr = Correlations(d)
 
-    def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
-        """acts [B, T, d] latent activations of windows [B] (window ids in the corpus)."""
-        acts = acts.float()
+    def update(self, acts: torch.Tensor, windows: torch.Tensor, *, in_place: bool = False) -> None:
+        """acts [B, T, d] latent activations of windows [B] (window ids in the corpus).
+
+        Position 0 (BOS) is zeroed and left out of every statistic; with `in_place` the caller
+        hands over `acts` (no copy is made and it is modified).
+        """
+        acts = acts.float() if in_place else acts.float().clone()
+        acts[:, 0, :] = 0
         body = acts[:, 1:, :]
         flat = body.reshape(-1, self.d)
         self.n_tokens += flat.shape[0]
@@ -52,9 +57,8 @@ class SourceAccumulator:
         batch_max = wmax.max(0).values
         grew = batch_max > self.maxima
         self.maxima = torch.maximum(self.maxima, batch_max)
-        padded = torch.cat([torch.zeros_like(acts[:, :1, :]), body], dim=1)
-        self.top.update(wmax, windows, padded)
-        self.quantiles.update(wmax, windows, padded, self.maxima, grew)
+        self.top.update(wmax, windows, acts)
+        self.quantiles.update(wmax, windows, acts, self.maxima, grew)
         self.hist.update(flat, self.maxima)
         self.corr.update(flat)
 

@@ -19,7 +19,7 @@ FOLD = 32  # dense batches summed in float32 before folding into the float64 Gra
 
 
 class Correlations:
-    def __init__(self, d: int, *, max_dense: int = MAX_DENSE, sample_every: int = 8, sample_cap: int = 65536):
+    def __init__(self, d: int, *, max_dense: int = MAX_DENSE, sample_every: int = 4, sample_cap: int = 32768):
         self.d = d
         self.exact = d <= max_dense
         self.sample_every, self.sample_cap = sample_every, sample_cap
@@ -58,12 +58,18 @@ class Correlations:
         self.unfolded = 0
 
     def _add_sparse(self, x: torch.Tensor) -> None:
-        s = x.to_sparse_coo()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            prod = torch.sparse.mm(s.t().coalesce(), s).coalesce()
-        i, j = prod.indices()
-        self.gram.index_put_((i, j), prod.values().to(self.gram.dtype), accumulate=True)
+        """Gram update from each token's active latents only: every pair of non-zeros that
+        share a row (token) adds its product. Sequential index_add keeps it deterministic."""
+        rows, cols = torch.nonzero(x, as_tuple=True)
+        if rows.numel() == 0:
+            return
+        vals = x[rows, cols]
+        per_row = torch.bincount(rows, minlength=x.shape[0])
+        reps = per_row[rows]  # each non-zero pairs with every non-zero of its row
+        left = torch.repeat_interleave(torch.arange(len(rows)), reps)
+        first = torch.repeat_interleave(torch.cumsum(per_row, 0)[rows] - reps, reps)
+        right = first + torch.arange(len(left)) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+        self.gram.view(-1).index_add_(0, cols[left] * self.d + cols[right], (vals[left] * vals[right]).to(self.gram.dtype))
 
     def _keep_sample(self, x: torch.Tensor) -> None:
         if self.batches % self.sample_every or self.sampled >= self.sample_cap:
@@ -77,21 +83,40 @@ class Correlations:
         if self.partial is not None:
             self._fold()
         if self.exact:
-            n, sums, gram_rows = self.n, self.sums, lambda a, b: self.gram[a:b].to(torch.float64)
+            n, sums, diag = self.n, self.sums, torch.diagonal(self.gram).to(torch.float64)
+            gram_rows = lambda a, b: self.gram[a:b].to(torch.float64)  # noqa: E731
             note = {"correlation": "pearson over all tokens"}
         else:
-            dense = torch.cat([s.to_dense() for s in self.sample]) if self.sample else torch.zeros((1, self.d))
-            n, sums = dense.shape[0], dense.sum(0, dtype=torch.float64)
-            gram_rows = lambda a, b: (dense[:, a:b].T @ dense).to(torch.float64)  # noqa: E731
+            n, sums, diag, gram_rows = self._sample_gram()
             note = {"correlation": f"pearson over a sample of {n} tokens (source wider than {MAX_DENSE})"}
         n = max(n, 1)
         mean = sums / n
-        return (*self._top_blocks(gram_rows, mean, n, k, block), note)
+        std = (diag / n - mean**2).clamp_min(0).sqrt()
+        return (*self._top_blocks(gram_rows, mean, std, n, k, block), note)
 
-    def _top_blocks(self, gram_rows, mean, n, k, block):
+    def _sample_gram(self):
+        """Token count, sums, Gram diagonal and a block-row function from the kept sample
+        (a sparse [n, d] matrix: blocks of the Gram matrix are sparse products)."""
+        if not self.sample:
+            zeros = torch.zeros(self.d, dtype=torch.float64)
+            return 0, zeros, zeros, lambda a, b: torch.zeros((b - a, self.d), dtype=torch.float64)
+        sample = torch.cat(self.sample).coalesce()
+        values = sample.values().to(torch.float64)
+        cols = sample.indices()[1]
+        sums = torch.zeros(self.d, dtype=torch.float64).index_add_(0, cols, values)
+        diag = torch.zeros(self.d, dtype=torch.float64).index_add_(0, cols, values**2)
+        transposed = sample.t().coalesce()
+
+        def gram_rows(a: int, b: int) -> torch.Tensor:
+            part = transposed.index_select(0, torch.arange(a, b)).coalesce()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+                return torch.sparse.mm(part, sample).to_dense().to(torch.float64)
+
+        return sample.shape[0], sums, diag, gram_rows
+
+    def _top_blocks(self, gram_rows, mean, std, n, k, block):
         d = self.d
-        var = torch.cat([torch.diagonal(gram_rows(a, min(a + block, d))[:, a : min(a + block, d)]) for a in range(0, d, block)])
-        std = (var / n - mean**2).clamp_min(0).sqrt()
         live = std > 1e-12
         k = min(k, max(d - 1, 0))
         idx, val = torch.zeros((d, k), dtype=torch.int64), torch.zeros((d, k))

@@ -2,10 +2,13 @@
 
 Both work on window maxima `[B, d]` and per-token values `[B, T, d]` of one batch and keep,
 for every latent, a fixed number of windows with their per-token values (float16), so memory
-does not grow with the corpus. Quantile samples are a bottom-k sample by a deterministic
-random key per (window, latent): within each of `n_groups` equal intervals of (0, running max]
-the `per_group` windows with the smallest keys are kept. Entries are re-binned as the running
-max grows, so the sample is exact for a fixed max and close to uniform otherwise.
+does not grow with the corpus. Only the slots that change are written, so a batch costs what
+its new entries cost, not what the whole table holds.
+
+Quantile samples are a bottom-k sample by a deterministic random key per (window, latent):
+within each of `n_groups` equal intervals of (0, running max] the `per_group` windows with the
+smallest keys are kept. Entries are re-binned as the running max grows, so the sample is exact
+for a fixed max and close to uniform otherwise.
 """
 
 from __future__ import annotations
@@ -25,8 +28,33 @@ def window_keys(windows: torch.Tensor, latents: torch.Tensor, seed: int) -> torc
     return x.to(torch.float32) / float(1 << 24)
 
 
+def _copy_changed(
+    tokens: torch.Tensor, rows: torch.Tensor, order: torch.Tensor, acts: torch.Tensor, n_old: int
+) -> None:
+    """tokens[rows[i], s] <- candidate order[i, s] wherever it is not already slot s.
+
+    Candidates < n_old are the row's current slots; the others are batch windows
+    (candidate n_old + b reads acts[b, :, rows[i]]). Sources are read before anything is written.
+    """
+    slots = torch.arange(order.shape[1])
+    r, s = torch.nonzero(order != slots, as_tuple=True)
+    if r.numel() == 0:
+        return
+    src = order[r, s]
+    lat = rows[r]
+    from_old = src < n_old
+    values = torch.empty((len(r), tokens.shape[2]), dtype=tokens.dtype)
+    values[from_old] = tokens[lat[from_old], src[from_old]]
+    new = ~from_old
+    values[new] = acts[src[new] - n_old, :, lat[new]].to(tokens.dtype)
+    tokens[lat, s] = values
+
+
 class TopExamples:
-    """The k windows with the highest max activation, per latent (one entry per window)."""
+    """The k windows with the highest max activation, per latent (one entry per window).
+
+    Slots are unordered; `ranked()` sorts them. A new window evicts the current minimum.
+    """
 
     def __init__(self, d: int, k: int, window_len: int):
         self.values = torch.full((d, k), float("-inf"))
@@ -35,17 +63,27 @@ class TopExamples:
 
     def update(self, wmax: torch.Tensor, windows: torch.Tensor, acts: torch.Tensor) -> None:
         """wmax [B, d], windows [B] int, acts [B, T, d] per-token values (position 0 zeroed)."""
-        rows = torch.nonzero((wmax.T > self.values[:, -1:]).any(dim=1) & (wmax.max(0).values > 0)).flatten()
+        floor = self.values.min(dim=1).values
+        rows = torch.nonzero(((wmax > floor) & (wmax > 0)).any(dim=0)).flatten()
         if rows.numel() == 0:
             return
         k = self.values.shape[1]
         cand_vals = torch.cat([self.values[rows], wmax[:, rows].T], dim=1)
-        order = torch.sort(cand_vals, dim=1, descending=True, stable=True).indices[:, :k]
-        cand_wins = torch.cat([self.windows[rows], windows.to(torch.int32).expand(len(rows), -1)], dim=1)
-        cand_toks = torch.cat([self.tokens[rows], acts[:, :, rows].permute(2, 0, 1).to(torch.float16)], dim=1)
-        self.values[rows] = torch.gather(cand_vals, 1, order)
-        self.windows[rows] = torch.gather(cand_wins, 1, order)
-        self.tokens[rows] = cand_toks[torch.arange(len(rows))[:, None], order]
+        kept = torch.zeros_like(cand_vals, dtype=torch.bool)
+        kept.scatter_(1, torch.topk(cand_vals, k, dim=1, sorted=False).indices, True)
+        # pair each evicted old slot with an entering new window, row by row (equal counts)
+        ev_r, ev_s = torch.nonzero(~kept[:, :k], as_tuple=True)
+        _, in_b = torch.nonzero(kept[:, k:], as_tuple=True)
+        lat = rows[ev_r]
+        self.values[lat, ev_s] = wmax[in_b, lat]
+        self.windows[lat, ev_s] = windows.to(torch.int32)[in_b]
+        self.tokens[lat, ev_s] = acts[in_b, :, lat].to(torch.float16)
+
+    def ranked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values, windows, tokens) with each latent's slots sorted by value, descending."""
+        order = torch.sort(self.values, dim=1, descending=True, stable=True).indices
+        pick = torch.arange(len(order))[:, None]
+        return self.values[pick, order], self.windows[pick, order], self.tokens[pick, order]
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"values": self.values, "windows": self.windows, "tokens": self.tokens}
@@ -78,19 +116,21 @@ class QuantileExamples:
         rows = self._changed_rows(wmax, windows, maxima, grew)
         if rows.numel() == 0:
             return
+        n_old = self.keys.shape[1]
         new_vals = wmax[:, rows].T  # [r, B]
         new_keys = window_keys(windows, rows, self.seed).T
         new_keys = torch.where(new_vals > 0, new_keys, torch.full_like(new_keys, float("inf")))
         keys = torch.cat([self.keys[rows], new_keys], dim=1)
         vals = torch.cat([self.values[rows], new_vals], dim=1)
         order, keep = self._select(keys, vals, maxima[rows])
+        # empty slots keep whatever tokens they hold: only slots with a window are ever read
+        order = torch.where(keep, order, torch.arange(n_old))
         wins = torch.cat([self.windows[rows], windows.to(torch.int32).expand(len(rows), -1)], dim=1)
-        toks = torch.cat([self.tokens[rows], acts[:, :, rows].permute(2, 0, 1).to(torch.float16)], dim=1)
         pick = torch.arange(len(rows))[:, None]
-        self.keys[rows] = torch.where(keep, keys[pick, order], torch.full_like(keep, float("inf"), dtype=torch.float32))
+        _copy_changed(self.tokens, rows, order, acts, n_old)
+        self.keys[rows] = torch.where(keep, keys[pick, order], torch.full((), float("inf")))
         self.values[rows] = torch.where(keep, vals[pick, order], torch.zeros(()))
         self.windows[rows] = torch.where(keep, wins[pick, order], torch.full((), -1, dtype=torch.int32))
-        self.tokens[rows] = toks[pick, order] * keep[:, :, None]
 
     def _changed_rows(self, wmax: torch.Tensor, windows: torch.Tensor, maxima: torch.Tensor, grew: torch.Tensor) -> torch.Tensor:
         """Latents whose sample can change: max grew, or a new window beats its group's worst key."""

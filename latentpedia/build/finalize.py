@@ -75,11 +75,11 @@ def latent_stats(acc: SourceAccumulator, logits: list[dict], aligned: list) -> t
 
 def example_batch(acc: SourceAccumulator) -> ExampleBatch:
     """Top and quantile examples of every latent, non-zero per-token values in CSR layout."""
-    top, q = acc.top, acc.quantiles
+    q = acc.quantiles
+    top_values, top_windows, top_tokens = acc.top.ranked()
     parts = []
-    top_ok = (top.windows >= 0) & (top.values > 0)
-    lat, rank = torch.nonzero(top_ok, as_tuple=True)
-    parts.append((lat, torch.zeros_like(lat), torch.full_like(lat, -1), rank, top.windows[lat, rank], top.tokens[lat, rank]))
+    lat, rank = torch.nonzero((top_windows >= 0) & (top_values > 0), as_tuple=True)
+    parts.append((lat, torch.zeros_like(lat), torch.full_like(lat, -1), rank, top_windows[lat, rank], top_tokens[lat, rank]))
     lat, slot = torch.nonzero(q.windows >= 0, as_tuple=True)
     group, rank = slot // q.per_group, slot % q.per_group
     parts.append((lat, torch.ones_like(lat), group, rank, q.windows[lat, slot], q.tokens[lat, slot]))

@@ -34,13 +34,18 @@ class StreamingHistogram:
         """x [N, d] activations; maxima [d] running max including x."""
         self._grow(maxima)
         positive = x > 0
-        if x.shape[0] * x.shape[1] > 8 * int(positive.sum()):  # sparse: bin only the non-zeros
+        n_positive = int(positive.sum())
+        if n_positive == 0:
+            return
+        if 8 * n_positive < x.numel():  # sparse: bin only the non-zeros
             tok, lat = torch.nonzero(positive, as_tuple=True)
             bins = (x[tok, lat] / self.scale[lat] * self.n_fine).to(torch.int64).clamp_(0, self.n_fine - 1)
             flat = lat * self.n_fine + bins
-        else:  # dense: bin everything, send non-positive values to one extra "dump" bin
-            bins = (x * (self.n_fine / self.scale.clamp_min(1e-30))).to(torch.int64).clamp_(0, self.n_fine - 1)
-            flat = torch.where(positive, bins + torch.arange(x.shape[1]) * self.n_fine, self.counts.numel()).flatten()
+            self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+            return
+        # dense: bin everything, sending non-positive values to one extra "dump" bin
+        bins = (x * (self.n_fine / self.scale.clamp_min(1e-30))).to(torch.int64).clamp_(0, self.n_fine - 1)
+        flat = torch.where(positive, bins + torch.arange(x.shape[1]) * self.n_fine, self.counts.numel()).flatten()
         self.counts.view(-1).add_(torch.bincount(flat, minlength=self.counts.numel() + 1)[: self.counts.numel()])
 
     def finalize(self, maxima: torch.Tensor, n_bins: int = 50) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,7 +131,11 @@ class BuildRun:
         with torch.inference_mode():
             acts = run_with_cache(self.plan.model, input_ids, hooks, stop_early=True)
             for source in self.plan.sources:
-                self.accs[source.id].update(source.encode(acts[source.hook_name]), window_ids)
+                x = acts[source.hook_name]
+                latents = source.encode(x)
+                if latents.data_ptr() == x.data_ptr():  # identity encoders (neurons): keep x intact
+                    latents = latents.clone()
+                self.accs[source.id].update(latents, window_ids, in_place=True)
             if self.cache:
                 self.cache.add(acts)
 
