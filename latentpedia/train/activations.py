@@ -59,6 +59,8 @@ class ActivationSource:
 
     def batches(self, batch_size: int, *, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """Endless stream of {hook: [batch_size, width] float32}; the first `skip` are dropped."""
+        if batch_size > self.n_tokens:
+            raise InvalidInputError(f"batch size {batch_size} exceeds the {self.n_tokens} cached tokens", self.folder)
         if batch_size > self.buffer_tokens // 2:
             raise InvalidInputError(f"batch size {batch_size} exceeds half the shuffle buffer ({self.buffer_tokens} tokens)")
         generator = torch.Generator().manual_seed(self.seed)
