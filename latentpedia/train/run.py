@@ -85,8 +85,8 @@ def train_saes(store: Store, request: TrainRequest, *, log=print) -> list[dict[s
     for result in results:
         log(f"  {result['name']}: {result['tokens_per_second']:,} tok/s -> {result['path']}")
         result["quality"] = _evaluate(model, result["path"], windows, log) if windows is not None else {}
-        if request.import_to_atlas:
-            _import(store, request.model, model.id, result, log)
+    if request.import_to_atlas and results:
+        _import(store, model, results, log)
     return results
 
 
@@ -98,13 +98,16 @@ def _evaluate(model: LoadedModel, path: Path, windows: torch.Tensor, log) -> dic
     return metrics
 
 
-def _import(store: Store, spec: str, model_id: str, result: dict[str, Any], log) -> None:
-    from latentpedia.build.pipeline import import_sae
+def _import(store: Store, model: LoadedModel, results: list[dict[str, Any]], log) -> None:
+    """Add every trained SAE to the atlas and build their dashboards in one forward pass."""
+    from latentpedia.build.pipeline import ATLAS_CORPUS, BuildRequest, build, resolve_source
 
-    import_sae(store, result["path"], model=spec, name=result["name"], log=log)
-    source = store.get_source(model_id, result["name"])
-    if source is not None and result["quality"]:
-        store.set_source_quality(source.id, result["quality"])
+    sources = [resolve_source(model, str(r["path"]), name=r["name"]) for r in results]
+    build(store, BuildRequest(model=model.id, corpus=ATLAS_CORPUS), model=model, sources=sources, log=log)
+    for result in results:
+        source = store.get_source(model.id, result["name"])
+        if source is not None and result["quality"]:
+            store.set_source_quality(source.id, result["quality"])
 
 
 def eval_sae(store: Store, target: str, *, model: str, n_tokens: int = 8192, log=print) -> dict[str, Any]:
