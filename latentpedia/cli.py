@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -23,13 +25,23 @@ ModelOpt = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded),
 
 
 def _store(url: str):
+    """The atlas at `url` (empty: the default SQLite file in the data dir)."""
     from latentpedia.store.api import Store
 
-    return Store.open(url)
+    return Store.open(url or default_db_url())
 
 
 def _log(message: str) -> None:
     console.print(message, markup=False, highlight=False)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Turn a LatentpediaError into one red line and exit status 2 (no traceback)."""
+    try:
+        yield
+    except LatentpediaError as err:
+        _fail(err)
 
 
 def _fail(err: Exception) -> None:
@@ -64,10 +76,8 @@ def build(
         cache_hooks=list(cache_acts), cache_tokens=cache_tokens if cache_acts else 0, rebuild=rebuild,
         progress=progress, text_field=text_field, checkpoint_seconds=checkpoint_seconds,
     )
-    try:
-        summary = run_build(_store(db or default_db_url()), request, log=_log)
-    except LatentpediaError as err:
-        _fail(err)
+    with _clear_errors():
+        summary = run_build(_store(db), request, log=_log)
     console.print(f"[green]done[/]: built {', '.join(summary['built']) or 'nothing new'}")
 
 
@@ -84,10 +94,8 @@ def import_sae(
     """Detect an SAE's format, validate it against the model, add it and build its dashboards."""
     from latentpedia.build.pipeline import import_sae as run_import
 
-    try:
-        summary = run_import(_store(db or default_db_url()), path, model=model, name=name, hook=hook, n_tokens=tokens, progress=progress, log=_log)
-    except LatentpediaError as err:
-        _fail(err)
+    with _clear_errors():
+        summary = run_import(_store(db), path, model=model, name=name, hook=hook, n_tokens=tokens, progress=progress, log=_log)
     console.print(f"[green]done[/]: imported {', '.join(summary['built'])}")
 
 
@@ -119,10 +127,8 @@ def train_sae(
         model=model, hooks=list(hook), widths=list(width), out_dir=out or data_dir() / "saes" / Path(model).name,
         activations=activations, import_to_atlas=do_import, eval_tokens=eval_tokens, train=knobs,
     )
-    try:
-        results = train_saes(_store(db or default_db_url()), request, log=_log)
-    except LatentpediaError as err:
-        _fail(err)
+    with _clear_errors():
+        results = train_saes(_store(db), request, log=_log)
     console.print(f"[green]done[/]: trained {', '.join(r['name'] for r in results)}")
 
 
@@ -136,16 +142,14 @@ def eval_sae(
     """L0, explained variance, MSE, CE-loss recovered, KL, dead/dense latents; stored if in the atlas."""
     from latentpedia.train.run import eval_sae as run_eval
 
-    try:
-        run_eval(_store(db or default_db_url()), target, model=model, n_tokens=tokens, log=_log)
-    except LatentpediaError as err:
-        _fail(err)
+    with _clear_errors():
+        run_eval(_store(db), target, model=model, n_tokens=tokens, log=_log)
 
 
 @app.command()
 def info(db: DbOpt = "") -> None:
     """What an atlas holds: models, corpora, sources."""
-    store = _store(db or default_db_url())
+    store = _store(db)
     out = Console()
     for model in store.list_models():
         out.print(f"[bold]{model['id']}[/] ({model['family']}, {model['n_layers']} layers, d_model {model['d_model']}, vocab {model['vocab_size']:,})")
@@ -174,10 +178,8 @@ def demo(
         model=defaults.MODEL, sources=defaults.default_sources(), n_tokens=tokens or defaults.N_TOKENS,
         cache_hooks=list(defaults.SAE_HOOKS), cache_tokens=defaults.CACHE_TOKENS,
     )
-    try:
-        run_build(_store(db or default_db_url()), request, log=_log)
-    except LatentpediaError as err:
-        _fail(err)
+    with _clear_errors():
+        run_build(_store(db), request, log=_log)
     info(db)
     if serve_after:
         serve(db=db, host=host, port=port)
