@@ -2,6 +2,8 @@
 
 Measured side by side in one run, alternating bare and build passes to share machine noise:
   * bare:   the model's forward pass to the last needed layer, activations captured, nothing else
+  * encoded: the bare pass plus the sources' encoders (an SAE's x @ W_enc), so that
+            `ratio_stats` = build / encoded isolates what the statistics cost
   * build:  the same pass feeding every source's streaming statistics (BuildRun), then the
             finalisation (logits, correlations, examples) and the store write
 Sources: the default atlas's MLP neurons (4 layers x 1536), and synthetic TopK SAEs of
@@ -61,13 +63,18 @@ def measure(case: str, n_tokens: int, repeats: int) -> dict:
     sources = sources_for(case, model)
     plan = BuildPlan(model=model, sources=sources, windows=corpus.windows, corpus_hash=corpus.content_hash)
     hooks = plan.hooks()
-    bare, build, finalize, write = [], [], [], []
+    bare, encoded, build, finalize, write = [], [], [], [], []
     base_rss = peak_rss_mb()
     for _ in range(repeats):
-        start = time.perf_counter()
-        for lo in range(0, len(corpus.windows), plan.batch_size):
-            run_with_cache(model, torch.from_numpy(corpus.windows[lo : lo + plan.batch_size]).long(), hooks)
-        bare.append(time.perf_counter() - start)
+        for times, encode in ((bare, False), (encoded, True)):
+            start = time.perf_counter()
+            for lo in range(0, len(corpus.windows), plan.batch_size):
+                acts = run_with_cache(model, torch.from_numpy(corpus.windows[lo : lo + plan.batch_size]).long(), hooks)
+                if encode:  # the sources' own encoders (SAE matmuls): part of any build, not of its statistics
+                    with torch.inference_mode():
+                        for s in sources:
+                            s.encode(acts[s.hook_name])
+            times.append(time.perf_counter() - start)
         with tempfile.TemporaryDirectory() as tmp:
             run = BuildRun(plan, Path(tmp), checkpoint_seconds=1e9, progress=False)
             start = time.perf_counter()
@@ -93,10 +100,12 @@ def measure(case: str, n_tokens: int, repeats: int) -> dict:
         "tokens": corpus.n_tokens,
         "last_layer": max(int(h.split(".")[1]) for h in hooks),
         "bare_s": round(best(bare), 2),
+        "encode_s": round(best(encoded) - best(bare), 2),
         "pass_s": round(best(build), 2),
         "finalize_s": round(best(finalize), 2),
         "store_s": round(best(write), 2),
         "ratio_pass": round(best(build) / best(bare), 3),
+        "ratio_stats": round(best(build) / best(encoded), 3),
         "ratio_total": round((best(build) + best(finalize) + best(write)) / best(bare), 3),
         "peak_rss_mb": round(peak_rss_mb()),
         "rss_over_model_mb": round(peak_rss_mb() - base_rss),
@@ -118,7 +127,7 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--one", case, "--tokens", str(args.tokens), "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    cols = ["case", "latents", "tokens", "last_layer", "bare_s", "pass_s", "finalize_s", "store_s", "ratio_pass", "ratio_total", "peak_rss_mb"]
+    cols = ["case", "latents", "tokens", "last_layer", "bare_s", "encode_s", "pass_s", "finalize_s", "store_s", "ratio_pass", "ratio_stats", "ratio_total", "peak_rss_mb"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in cols) + " |")
