@@ -184,7 +184,10 @@ def test_cache_key_follows_the_file(tmp_path, monkeypatch):
     os.utime(path, ns=(1, 1))
     assert loader.gguf_cache_path(path, "m", tmp_path) != key
     monkeypatch.setenv("LATENTPEDIA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LATENTPEDIA_MODELS", raising=False)  # conftest shares one model cache
     assert loader.gguf_cache_path(path, "m").parent == tmp_path / "home" / "models" / "m"
+    monkeypatch.setenv("LATENTPEDIA_MODELS", str(tmp_path / "shared"))
+    assert loader.gguf_cache_path(path, "m").parent == tmp_path / "shared" / "m"
 
 
 class _DiesWhileSaving:
