@@ -50,3 +50,8 @@ class Architecture(ABC):
     def describe(self, w: SAEWeights) -> dict[str, object]:
         """Architecture-specific settings worth storing in the source's metadata."""
         return {}
+
+
+def jump(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """JumpReLU gate: relu(pre) where pre exceeds the (per-latent or global) threshold, else 0."""
+    return torch.relu(pre) * (pre > threshold).to(pre.dtype)

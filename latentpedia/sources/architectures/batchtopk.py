@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latentpedia.sources.architectures.base import Architecture, keep_top_k, pre_activations
+from latentpedia.sources.architectures.base import Architecture, jump, keep_top_k, pre_activations
 
 if TYPE_CHECKING:
     from latentpedia.sources.sae import SAEWeights
@@ -28,7 +28,7 @@ class BatchTopK(Architecture):
         pre = pre_activations(sae_in, w)
         if w.threshold is None:
             return torch.relu(keep_top_k(pre, int(w.k)))
-        return torch.relu(pre) * (pre > w.threshold).to(pre.dtype)
+        return jump(pre, w.threshold)
 
     def describe(self, w: SAEWeights) -> dict[str, object]:
         mode = "per-token top-k (no threshold stored)" if w.threshold is None else "threshold"

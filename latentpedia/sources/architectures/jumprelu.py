@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latentpedia.sources.architectures.base import Architecture, pre_activations
+from latentpedia.sources.architectures.base import Architecture, jump, pre_activations
 
 if TYPE_CHECKING:
     from latentpedia.sources.sae import SAEWeights
@@ -20,4 +20,4 @@ class JumpReLU(Architecture):
 
     def encode(self, sae_in: torch.Tensor, w: SAEWeights) -> torch.Tensor:
         pre = pre_activations(sae_in, w)
-        return torch.relu(pre) * (pre > w.threshold).to(pre.dtype)
+        return jump(pre, w.threshold)
