@@ -2,9 +2,9 @@
 
 Budget: the first build should take about ten minutes on 2 CPU cores. The forward pass stops
 after the deepest layer needed, so neuron layers are spread over the first two thirds of the
-30-layer model, and the residual stream of the SAE layers is cached in the same pass. The pass
-to layer 20 runs at roughly 900 tokens/s with every statistic on an idle 2-core machine (about
-1,100 bare), so 400k tokens take ~7.5 minutes plus ~1.5 for conversion, corpus and writes.
+30-layer model, and the residual stream of the SAE layers is cached in the same pass. Measured on
+an idle 2-core machine: the pass to layer 20 with every statistic runs at ~700 tokens/s, so
+400k tokens take ~10 minutes end to end (bench/RESULTS.md).
 """
 
 from __future__ import annotations
