@@ -51,6 +51,7 @@ def sources_for(case: str, model):
 
 
 def measure(case: str, n_tokens: int, repeats: int) -> dict:
+    from latentpedia.build.pipeline import register_model
     from latentpedia.build.runner import BuildPlan, BuildRun
     from latentpedia.corpus import prepare_corpus
     from latentpedia.models.hooks import run_with_cache
@@ -84,8 +85,6 @@ def measure(case: str, n_tokens: int, repeats: int) -> dict:
             results = {s.id: run._results(s) for s in sources}
             finalize.append(time.perf_counter() - start)
             store = Store.open(f"sqlite:///{tmp}/bench.db")
-            from latentpedia.build.pipeline import register_model
-
             register_model(store, model)
             cid = store.add_corpus(model.id, "bench", {}, corpus.windows.shape[1], corpus.windows, corpus.composition, corpus.content_hash)
             start = time.perf_counter()
