@@ -42,7 +42,7 @@ def topk_sae(d_in: int, d_sae: int, hook: str, k: int = 32):
 
 
 def sources_for(case: str, model):
-    from latentpedia.build import defaults
+    from latentpedia.dashboards import defaults
     from latentpedia.sources import NeuronSource
 
     if case == "neurons":
@@ -51,8 +51,8 @@ def sources_for(case: str, model):
 
 
 def measure(case: str, n_tokens: int, repeats: int) -> dict:
-    from latentpedia.build.pipeline import register_model
-    from latentpedia.build.runner import BuildPlan, BuildRun
+    from latentpedia.dashboards.pipeline import register_model
+    from latentpedia.dashboards.runner import BuildPlan, BuildRun
     from latentpedia.corpus import prepare_corpus
     from latentpedia.models.hooks import run_with_cache
     from latentpedia.models.loader import load_model

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from latentpedia.build import defaults
+from latentpedia.dashboards import defaults
 
 SAE_WIDTH, SAE_K = 4608, 32
 
@@ -66,7 +66,7 @@ def _synthetic_results(d: int, rng: np.random.Generator):
 
 def bench_store(url: str, model, sources) -> None:
     """A store holding the model and the sources, marked built (synthetic statistics)."""
-    from latentpedia.build.pipeline import register_model
+    from latentpedia.dashboards.pipeline import register_model
     from latentpedia.store.api import Store
 
     store = Store.open(url)
@@ -110,10 +110,10 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from latentpedia.build.pipeline import resolve_source
+    from latentpedia.dashboards.pipeline import resolve_source
     from latentpedia.models import load_model
     from latentpedia.web import create_app
-    from latentpedia.web.inference import encode_sources, top_latents
+    from latentpedia.engine.encode import encode_sources, top_latents
     from latentpedia.web.ratelimit import RateLimiter
 
     model = load_model(defaults.MODEL)

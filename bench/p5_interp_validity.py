@@ -41,7 +41,7 @@ def serve_local_llm() -> str:
 
     from latentpedia.interp.llm.local import LocalLM
     from latentpedia.models import load_model
-    from latentpedia.web.llm_serve import create_llm_app
+    from latentpedia.interp.llm.serve import create_llm_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

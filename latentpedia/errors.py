@@ -20,3 +20,7 @@ class InvalidInputError(LatentpediaError):
 
 class UnknownHookError(LatentpediaError):
     """A hook point name the model does not have."""
+
+
+class NotFoundError(LatentpediaError, LookupError):
+    """A model, source, latent or record the atlas does not have (HTTP 404)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from latentpedia.store.api import Store
 from latentpedia.store.records import ExampleBatch, LatentStats, SourceResults
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 
 NAME = "0-planted"
 

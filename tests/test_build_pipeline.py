@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentpedia.build.pipeline import BuildRequest, activation_dir, build
+from latentpedia.dashboards.pipeline import BuildRequest, activation_dir, build
 from latentpedia.models.hooks import run_with_cache
 from latentpedia.models.loader import load_model
 from latentpedia.store.api import Store

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from latentpedia.build.accumulator import SourceAccumulator, StatsConfig
-from latentpedia.build.examples import window_keys
-from latentpedia.build.finalize import example_batch, latent_stats, logit_effects
+from latentpedia.dashboards.accumulator import SourceAccumulator, StatsConfig
+from latentpedia.dashboards.examples import window_keys
+from latentpedia.dashboards.finalize import example_batch, latent_stats, logit_effects
 
 N_WIN, T, D, BATCH = 60, 16, 24, 8
 
@@ -162,7 +162,7 @@ def test_latent_stats_and_logits(built):
 
 
 def test_wide_sources_correlate_over_a_token_sample():
-    from latentpedia.build.correlation import Correlations
+    from latentpedia.dashboards.correlation import Correlations
 
     x = synthetic(4, 0.05).reshape(-1, D)[:, :]
     x[:, 9] = x[:, 8] * 3
@@ -177,7 +177,7 @@ def test_wide_sources_correlate_over_a_token_sample():
 
 
 def test_outlier_tokens_are_masked_like_the_bos():
-    from latentpedia.build.runner import outlier_tokens
+    from latentpedia.dashboards.runner import outlier_tokens
 
     x = torch.randn(3, 6, 8)
     assert outlier_tokens(x, 10.0) is None and outlier_tokens(x, None) is None

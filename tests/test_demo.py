@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from latentpedia.build import defaults
+from latentpedia.dashboards import defaults
 from latentpedia.store.api import Store
 from latentpedia.train import atlas as default_saes
 

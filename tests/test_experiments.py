@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from latentpedia.build.finalize import logit_effects
+from latentpedia.dashboards.finalize import logit_effects
 from latentpedia.errors import InvalidInputError, UnknownHookError
 from latentpedia.experiments.ablation import ablate
 from latentpedia.experiments.common import Latent, prompt_ids

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentpedia.build.finalize import logit_effects
+from latentpedia.dashboards.finalize import logit_effects
 from latentpedia.experiments.common import Latent, prompt_ids, token_id
 from latentpedia.experiments.lens import dla_components, latent_logit_effect, logit_lens
 from latentpedia.experiments.patching import patch_run, patch_sweep

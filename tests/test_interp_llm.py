@@ -42,7 +42,7 @@ def server() -> Iterator[str]:
 
     from latentpedia.interp.llm.local import LocalLM
     from latentpedia.models import load_model
-    from latentpedia.web.llm_serve import create_llm_app
+    from latentpedia.interp.llm.serve import create_llm_app
 
     app = create_llm_app(LocalLM(load_model("smollm2-135m")), api_key=KEY)
     port = _free_port()

@@ -83,7 +83,7 @@ def test_unknown_hook_is_refused_before_training(tiny, tmp_path):
 
 def test_train_import_and_eval_end_to_end(tiny, tmp_path, monkeypatch):
     """Cached tiny-model activations -> train -> SAELens folder -> atlas source with its quality."""
-    from latentpedia.build.pipeline import BuildRequest, build
+    from latentpedia.dashboards.pipeline import BuildRequest, build
     from latentpedia.corpus.default import pydoc_documents
 
     monkeypatch.setenv("LATENTPEDIA_HOME", str(tmp_path / "home"))

@@ -18,7 +18,7 @@ from latentpedia.web import create_app
 from latentpedia.web.app import ROUTERS
 from latentpedia.web.pages import feature_page_data, home_page_data, source_page_data
 from latentpedia.web.pages.source import LatentQuery
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 from tests.conftest import BACKENDS, pg_schema_url
 from tests.web_atlas import PAYLOAD, SeededAtlas, seed_atlas, sqlite_atlas
 

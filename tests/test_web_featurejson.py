@@ -16,7 +16,7 @@ from latentpedia.web import create_app
 from latentpedia.web.featurejson import FeatureJson
 from latentpedia.web.pages import feature_page_data
 from latentpedia.web.pages.common import NotFoundError
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 from tests.conftest import BACKENDS, pg_schema_url
 from tests.web_atlas import SeededAtlas, seed_atlas, sqlite_atlas
 

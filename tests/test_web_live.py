@@ -16,7 +16,7 @@ from latentpedia.models import encode_text, load_model, run_with_cache
 from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from latentpedia.web.compute import COMPUTE_EXTENSION
-from latentpedia.web.live import LiveConfig
+from latentpedia.engine.worker import LiveConfig
 from latentpedia.web.ratelimit import PromptLimits, RateLimiter
 from tests.conftest import BACKENDS, pg_schema_url
 from tests.web_atlas import SeededAtlas, seed_atlas, sqlite_atlas

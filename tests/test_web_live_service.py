@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from latentpedia.web.live import LiveBusyError, LiveConfig, LiveModels, LiveTimeoutError
+from latentpedia.engine.worker import LiveBusyError, LiveConfig, LiveModels, LiveTimeoutError
 
 
 async def _until(event: threading.Event) -> None:

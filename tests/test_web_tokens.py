@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latentpedia.web.tokens import TokenText, byte_decoder, decode_byte_level, decode_sentencepiece, is_byte_level
+from latentpedia.engine.tokens import TokenText, byte_decoder, decode_byte_level, decode_sentencepiece, is_byte_level
 from tests.tiny import tiny_llama
 
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentpedia.build.pipeline import BuildRequest, build
+from latentpedia.dashboards.pipeline import BuildRequest, build
 from latentpedia.store.api import Store
 from tests.tiny import tiny_llama
 
@@ -52,7 +52,7 @@ def _plant_vocab_payload(store: Store, model: str, source_id: int) -> tuple[int,
 
 def _feature_showing_corpus_payload(store: Store, model: str) -> tuple[str, int]:
     """A (source, index) one of whose examples' windows holds the corpus payload."""
-    from latentpedia.web.tokens import TokenText
+    from latentpedia.engine.tokens import TokenText
 
     text = TokenText(store.get_vocab(model))
     for name in SOURCES:

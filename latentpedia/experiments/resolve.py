@@ -1,69 +1,28 @@
-"""From an atlas' records to what experiments run on: a stored source -> a `Source`, a
-(model, source, index) -> a `Latent`, corpus windows for mean and resample ablation.
-
-Loaded sources are kept per (model id, source name, path) so an SAE is read from disk once.
-"""
+"""From an atlas' records to what experiments run on: a (model, source, index) -> a `Latent`,
+stored means and corpus windows for mean and resample ablation. Sources themselves come from
+`engine.resolve` (one loader, one cache)."""
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from latentpedia.errors import InvalidInputError
+from latentpedia.engine.resolve import load_source
+from latentpedia.errors import NotFoundError
 from latentpedia.experiments.common import Latent
 
 if TYPE_CHECKING:
     from latentpedia.models.loader import LoadedModel
-    from latentpedia.sources.base import Source
     from latentpedia.store.api import Store
-
-_CACHE: dict[tuple, Any] = {}
-_LOCK = threading.Lock()
-_MAX_CACHED = 16
-
-
-class UnknownLatentError(InvalidInputError):
-    """A model, source or latent the atlas does not have (404 in the API)."""
-
-
-def source_from_record(model: LoadedModel, record: Any) -> Source:
-    """The `Source` a stored source record stands for (neurons of a layer or an SAE folder)."""
-    from latentpedia.sources import NeuronSource, load_sae
-
-    key = (model.id, id(model), record.name, record.path)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-    if record.kind == "mlp":
-        source: Source = NeuronSource(model, int(record.layer))
-        source.id = record.name
-    elif record.path:
-        source = load_sae(record.path, hook_name=record.hook_name, source_id=record.name)
-    else:
-        raise InvalidInputError(f"source {record.name} has no stored weights to run (no path)")
-    with _LOCK:
-        if len(_CACHE) >= _MAX_CACHED:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = source
-    return source
-
-
-def find_source(store: Store, model: LoadedModel, name: str) -> Source:
-    record = store.get_source(model.id, name)
-    if record is None:
-        known = ", ".join(r.name for r in store.list_sources(model.id)) or "none"
-        raise UnknownLatentError(f"model {model.id} has no source {name!r} (known: {known})")
-    return source_from_record(model, record)
 
 
 def find_latent(store: Store, model: LoadedModel, source: str, index: int) -> Latent:
-    """`Latent` for (model, source, index); UnknownLatentError if the atlas has no such latent."""
-    src = find_source(store, model, source)
+    """`Latent` for (model, source, index); NotFoundError if the atlas has no such latent."""
+    src = load_source(store, model, source)
     if not 0 <= int(index) < src.d_sae:
-        raise UnknownLatentError(f"latent {index} does not exist: {source} has latents 0..{src.d_sae - 1}")
+        raise NotFoundError(f"latent {index} does not exist: {source} has latents 0..{src.d_sae - 1}")
     return Latent(src, int(index))
 
 

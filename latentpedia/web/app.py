@@ -4,7 +4,7 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 The store is opened once in the lifespan and closed on shutdown. Live inference goes through
-`app.state.live` (a `web.live.LiveModels`): `model_loader(model_id)` returns a loaded model
+`app.state.live` (an `engine.worker.LiveModels`): `model_loader(model_id)` returns a loaded model
 (default: reload it the way the store says it was built); nothing is loaded until a route needs it.
 """
 
@@ -20,7 +20,8 @@ from fastapi.staticfiles import StaticFiles
 
 from latentpedia.store.api import Store
 from latentpedia.web.featurejson import FeatureJsonFastPath
-from latentpedia.web.live import LiveConfig, LiveModels, add_live_error_handlers, store_model_loader
+from latentpedia.engine.worker import LiveConfig, LiveModels, store_model_loader
+from latentpedia.web.live import add_live_error_handlers
 from latentpedia.web.pages import NotFoundError
 from latentpedia.web.render import STATIC_DIR, make_templates
 from latentpedia.web.auth import install_accounts

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from latentpedia.store.api import Store
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 
 
 def get_store(request: Request) -> Store:

@@ -25,7 +25,7 @@ from latentpedia.experiments.resolve import corpus_windows, stored_mean
 from latentpedia.store.api import Store
 from latentpedia.web import experiment_schemas as S
 from latentpedia.web.deps import token_text_for
-from latentpedia.web.live import LiveModels
+from latentpedia.engine.worker import LiveModels
 from latentpedia.web.pages.common import NotFoundError, feature_url, find_source
 from latentpedia.web.ratelimit import PromptLimits, check_text, check_tokens
 

@@ -34,7 +34,7 @@ from latentpedia.web.pages.common import NotFoundError, feature_url, find_source
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.pages.feature import KIND_NAMES, _histogram, _logit_tables, _neighbours, _quantile_bounds, _quantile_groups
 from latentpedia.web.schemas import FeaturePage
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 
 _EXPLANATIONS = TypeAdapter(FeaturePage.model_fields["explanations"].annotation)
 _COMMENTS = TypeAdapter(FeaturePage.model_fields["comments"].annotation)

@@ -19,8 +19,8 @@ from latentpedia.models import encode_text
 from latentpedia.store.api import Store
 from latentpedia.store.records import SourceRecord
 from latentpedia.web.deps import token_text_for
-from latentpedia.web.inference import encode_batch, encode_sources, top_latents, top_latents_per_token
-from latentpedia.web.live import LiveModels
+from latentpedia.engine.encode import encode_batch, encode_sources, top_latents, top_latents_per_token
+from latentpedia.engine.worker import LiveModels
 from latentpedia.web.live_schemas import (
     ActivationRequest,
     ActivationResult,

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from latentpedia.errors import LatentpediaError
-from latentpedia.store.api import Store
+from latentpedia.engine.resolve import source_record as find_source
+from latentpedia.errors import NotFoundError
 from latentpedia.store.records import SourceRecord
 from latentpedia.web.schemas import SourceInfo
 
-
-
-class NotFoundError(LatentpediaError, LookupError):
-    """An unknown model, source or latent (HTTP 404)."""
+__all__ = ["NotFoundError", "find_source"]
 
 
 def _part(text: str) -> str:
@@ -44,17 +41,6 @@ def with_query(url: str, query: dict) -> str:
     """`url` with the query parameters whose value is not None."""
     kept = {k: v for k, v in query.items() if v is not None}
     return f"{url}?{urlencode(kept)}" if kept else url
-
-
-def find_source(store: Store, model: str, source: str) -> SourceRecord:
-    """The source, or NotFoundError naming what is unknown."""
-    if store.get_model(model) is None:
-        raise NotFoundError(f"unknown model {model!r}")
-    record = store.get_source(model, source)
-    if record is None:
-        names = ", ".join(s.name for s in store.list_sources(model)) or "none"
-        raise NotFoundError(f"model {model!r} has no source {source!r} (sources: {names})")
-    return record
 
 
 def source_info(record: SourceRecord) -> SourceInfo:

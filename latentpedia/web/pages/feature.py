@@ -17,7 +17,7 @@ from latentpedia.web.pages.common import (
 )
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.schemas import Activation, DecoderEntry, FeaturePage, LinkedLatent, QuantileGroup
-from latentpedia.web.tokens import TokenText
+from latentpedia.engine.tokens import TokenText
 
 KIND_NAMES = {0: "top", 1: "quantile"}
 N_QUANTILE_GROUPS = 10

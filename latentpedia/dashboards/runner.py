@@ -20,12 +20,12 @@ import shutil
 import numpy as np
 import torch
 
-from latentpedia.build.accumulator import SourceAccumulator, StatsConfig
-from latentpedia.build.actcache import ActivationCache
-from latentpedia.build.cached import CachedActivations
-from latentpedia.build.checkpoint import atomic_save, build_key, crash_point, load_checkpoint
-from latentpedia.build.finalize import aligned_entries, example_batch, latent_stats, logit_effects
-from latentpedia.build.progress import BuildProgress
+from latentpedia.dashboards.accumulator import SourceAccumulator, StatsConfig
+from latentpedia.dashboards.actcache import ActivationCache
+from latentpedia.dashboards.cached import CachedActivations
+from latentpedia.dashboards.checkpoint import atomic_save, build_key, crash_point, load_checkpoint
+from latentpedia.dashboards.finalize import aligned_entries, example_batch, latent_stats, logit_effects
+from latentpedia.dashboards.progress import BuildProgress
 from latentpedia.models.hooks import run_with_cache, unembed, write_matrix
 from latentpedia.sources.base import Source
 from latentpedia.store.records import SourceResults

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentpedia.build.accumulator import SourceAccumulator
+from latentpedia.dashboards.accumulator import SourceAccumulator
 from latentpedia.store.records import ExampleBatch, LatentStats
 
 

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from latentpedia.cli.common import DbOpt, ModelOpt, clear_errors
+from latentpedia.config import DEFAULT_MODEL_ID
+
 OUT = Console(soft_wrap=True)
-DbOpt = Annotated[str, typer.Option("--db", help="the atlas (SQLAlchemy URL); default: the data dir's SQLite file")]
-ModelOpt = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), a local HF folder or a .gguf file")]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="the text to run")]
 
 
@@ -41,7 +42,7 @@ def _store_or_none(db: str):
 
 def _latent(m, db: str, source: str, index: int):
     """(Latent, store or None) for SOURCE INDEX."""
-    from latentpedia.build.pipeline import resolve_source
+    from latentpedia.engine.resolve import resolve_source
     from latentpedia.experiments.common import Latent
     from latentpedia.experiments.resolve import find_latent
 
@@ -72,15 +73,14 @@ def steer(
     tokens: Annotated[int, typer.Option(help="tokens to generate")] = 24,
     temperature: float = 0.0,
     seed: int = 16,
-    model: ModelOpt = "smollm2-135m",
+    model: ModelOpt = DEFAULT_MODEL_ID,
     db: DbOpt = "",
 ) -> None:
     """Steer generation with a latent: default and steered completions, same seed."""
-    from latentpedia.cli import _clear_errors
     from latentpedia.experiments.steering import Steer, SteerConfig, steer as run
     from latentpedia.models import load_model
 
-    with _clear_errors():
+    with clear_errors():
         m = load_model(model)
         latent, _ = _latent(m, db, source, index)
         config = SteerConfig(method=method, normalize=normalize, n_tokens=tokens, temperature=temperature, seed=seed)
@@ -98,18 +98,17 @@ def ablate(
     prompt: PromptOpt = "The quick brown fox jumps over the lazy dog",
     mode: Annotated[str, typer.Option(help="zero | mean | resample (mean/resample read the atlas)")] = "zero",
     target: Annotated[Optional[str], typer.Option(help="a token whose log-probability to report")] = None,
-    model: ModelOpt = "smollm2-135m",
+    model: ModelOpt = DEFAULT_MODEL_ID,
     db: DbOpt = "",
 ) -> None:
     """Ablate a latent on a prompt: next-token loss (and a target's log-prob) per position."""
-    from latentpedia.cli import _clear_errors
     from latentpedia.errors import InvalidInputError
     from latentpedia.experiments.ablation import ablate as run
     from latentpedia.experiments.common import token_strs
     from latentpedia.experiments.resolve import corpus_windows, stored_mean
     from latentpedia.models import load_model
 
-    with _clear_errors():
+    with clear_errors():
         m = load_model(model)
         latent, store = _latent(m, db, source, index)
         mean = stored_mean(store, m.id, source, index) if store is not None and mode == "mean" else None
@@ -144,15 +143,14 @@ def patch(
     foil: Annotated[str, typer.Option(help="the corrupted answer token")],
     hook: Annotated[str, typer.Option(help="resid_pre | resid_post | attn_out | mlp_out")] = "resid_pre",
     batch_size: int = 16,
-    model: ModelOpt = "smollm2-135m",
+    model: ModelOpt = DEFAULT_MODEL_ID,
 ) -> None:
     """Activation patching: layer x position heatmap of the normalised logit difference."""
-    from latentpedia.cli import _clear_errors
     from latentpedia.experiments.common import token_strs
     from latentpedia.experiments.patching import patch_sweep
     from latentpedia.models import load_model
 
-    with _clear_errors():
+    with clear_errors():
         m = load_model(model)
         r = patch_sweep(m, clean, corrupted, _token(m, answer), _token(m, foil), kind=hook, batch_size=batch_size)
     title = (f"patching {hook}: 0 = corrupted (LD {r.ld_corrupted:.3f}), 1 = clean (LD {r.ld_clean:.3f}); "
@@ -169,15 +167,14 @@ def patch(
 def logit_lens(
     prompt: PromptOpt = "The capital of France is",
     k: Annotated[int, typer.Option(help="top tokens per cell")] = 1,
-    model: ModelOpt = "smollm2-135m",
+    model: ModelOpt = DEFAULT_MODEL_ID,
 ) -> None:
     """Logit lens: each layer's top next-token predictions at each position."""
-    from latentpedia.cli import _clear_errors
     from latentpedia.experiments.common import token_strs
     from latentpedia.experiments.lens import logit_lens as run
     from latentpedia.models import load_model
 
-    with _clear_errors():
+    with clear_errors():
         m = load_model(model)
         r = run(m, prompt, k=k)
     table = Table(title=f"logit lens (resid_post of each layer, top {k})")
@@ -194,15 +191,14 @@ def dla(
     target: Annotated[str, typer.Option(help="the target token")] = " Paris",
     source: Annotated[Optional[str], typer.Option(help="attribute to this source's active latents")] = None,
     top: int = 15,
-    model: ModelOpt = "smollm2-135m",
+    model: ModelOpt = DEFAULT_MODEL_ID,
     db: DbOpt = "",
 ) -> None:
     """Direct logit attribution of the last position's target logit (components or latents)."""
-    from latentpedia.cli import _clear_errors
     from latentpedia.experiments.lens import dla_components, dla_source
     from latentpedia.models import load_model
 
-    with _clear_errors():
+    with clear_errors():
         m = load_model(model)
         t = _token(m, target)
         if source is None:
@@ -218,10 +214,9 @@ def dla(
     OUT.print(table)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the experiment commands to the main CLI."""
-    app.command("steer")(steer)
-    app.command("ablate")(ablate)
-    app.command("patch")(patch)
-    app.command("logit-lens")(logit_lens)
-    app.command("dla")(dla)
+app = typer.Typer()
+app.command("steer")(steer)
+app.command("ablate")(ablate)
+app.command("patch")(patch)
+app.command("logit-lens")(logit_lens)
+app.command("dla")(dla)

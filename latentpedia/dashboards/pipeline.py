@@ -8,26 +8,25 @@ built yet, and write each source's results in one transaction.
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from latentpedia.build.accumulator import StatsConfig
-from latentpedia.build.cached import CachedActivations
-from latentpedia.build.checkpoint import crash_point
-from latentpedia.build.runner import BuildPlan, BuildRun, interrupted_plan
+from latentpedia.dashboards.accumulator import StatsConfig
+from latentpedia.dashboards.cached import CachedActivations
+from latentpedia.dashboards.checkpoint import crash_point
+from latentpedia.dashboards.runner import BuildPlan, BuildRun, interrupted_plan
 from latentpedia.config import data_dir
 from latentpedia.corpus import DEFAULT_CORPUS, TokenizedCorpus, prepare_corpus
+from latentpedia.engine.resolve import resolve_source
 from latentpedia.errors import InvalidInputError
 from latentpedia.models.hooks import hook_width
 from latentpedia.models.loader import DEFAULT_MODEL_ID, LoadedModel, load_model
 from latentpedia.sources.base import Source, layer_of
 from latentpedia.store.api import Store
 
-_NEURONS = re.compile(r"^(\d+)-mlp$")
 ATLAS_CORPUS = "atlas"  # reuse the corpus the atlas already holds for this model
 
 
@@ -51,26 +50,6 @@ class BuildRequest:
     # Build from the atlas's cached activations when they hold every source's hook (no forward
     # pass; only the windows the cache covers): how freshly trained SAEs get their dashboards.
     from_cache: bool = False
-
-
-def resolve_source(model: LoadedModel, spec: str, *, name: str | None = None, hook: str | None = None) -> Source:
-    """'6-mlp' -> the MLP neurons of layer 6; a path -> the SAE stored there (validated)."""
-    from latentpedia.sources import NeuronSource, load_sae
-
-    match = _NEURONS.match(spec)
-    if match:
-        layer = int(match.group(1))
-        if layer >= model.n_layers:
-            raise InvalidInputError(f"layer {layer} does not exist: {model.id} has layers 0..{model.n_layers - 1}")
-        return NeuronSource(model, layer)
-    path = Path(spec)
-    if not path.exists():
-        raise InvalidInputError("not a source: expected '<layer>-mlp' or the path of an SAE folder", spec)
-    sae = load_sae(path, hook_name=hook, source_id=name)
-    width = hook_width(model, sae.hook_name)
-    if sae.d_in != width:
-        raise InvalidInputError(f"SAE d_in is {sae.d_in} but {sae.hook_name} of {model.id} has width {width}", path)
-    return sae
 
 
 def register_model(store: Store, model: LoadedModel) -> None:

@@ -16,20 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-user_app = typer.Typer(help="Accounts: add users, list them, make and revoke API keys.", no_args_is_help=True)
-DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL: sqlite:///… (default in the data dir) or postgresql://…")]
+from latentpedia.cli.common import DbOpt, clear_errors, open_store
 
-
-def _store(db: str):
-    from latentpedia import cli
-
-    return cli._store(db)
-
-
-def _errors():
-    from latentpedia import cli
-
-    return cli._clear_errors()
+app = typer.Typer(help="Accounts: add users, list them, make and revoke API keys.", no_args_is_help=True)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -47,7 +36,7 @@ def _user(store, name: str):
     return user
 
 
-@user_app.command("add")
+@app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="username: letters, digits, '_', '.', '-'")],
     admin: Annotated[bool, typer.Option("--admin", help="may build, import and delete")] = False,
@@ -55,15 +44,15 @@ def add(
     db: DbOpt = "",
 ) -> None:
     """Add a user (an admin with --admin)."""
-    with _errors():
-        user = _store(db).add_user(name, _read_password(password_stdin), "admin" if admin else "user")
+    with clear_errors():
+        user = open_store(db).add_user(name, _read_password(password_stdin), "admin" if admin else "user")
     Console(stderr=True).print(f"[green]added[/] {user.role} {user.username}", highlight=False)
 
 
-@user_app.command("list")
+@app.command("list")
 def list_users(db: DbOpt = "") -> None:
     """Every user with role, creation date and API keys."""
-    store = _store(db)
+    store = open_store(db)
     table = Table("user", "role", "created", "disabled", "API keys (prefix, name)")
     for user in store.list_users():
         keys = ", ".join(f"{k.prefix} {k.name}" + (" (revoked)" if k.revoked_at else "") for k in store.list_api_keys(user.id))
@@ -71,34 +60,34 @@ def list_users(db: DbOpt = "") -> None:
     Console().print(table)
 
 
-@user_app.command("key")
+@app.command("key")
 def key(
     name: Annotated[str, typer.Argument(help="the user the key acts as")],
     key_name: Annotated[str, typer.Option("--name", help="a label for the key")] = "cli",
     db: DbOpt = "",
 ) -> None:
     """Create an API key for a user and print it (once: only its hash is kept)."""
-    with _errors():
-        store = _store(db)
+    with clear_errors():
+        store = open_store(db)
         new_key, record = store.create_api_key(_user(store, name).id, key_name)
     Console(stderr=True).print(f"API key {record.prefix}… for {name} (send it as the x-api-key header):", highlight=False)
     print(new_key)
 
 
-@user_app.command("revoke")
+@app.command("revoke")
 def revoke(
     name: Annotated[str, typer.Argument(help="the key's user")],
     key: Annotated[str, typer.Argument(help="the key's prefix (first 8 characters) or id")],
     db: DbOpt = "",
 ) -> None:
     """Revoke an API key: it stops working at once."""
-    with _errors():
-        store = _store(db)
+    with clear_errors():
+        store = open_store(db)
         record = store.revoke_api_key(_user(store, name).id, key)
     Console(stderr=True).print(f"revoked {record.prefix}… ({record.name}) of {name}", highlight=False)
 
 
-@user_app.command("set")
+@app.command("set")
 def set_user(
     name: Annotated[str, typer.Argument(help="the user to change")],
     role: Annotated[str | None, typer.Option(help="admin | user")] = None,
@@ -108,7 +97,7 @@ def set_user(
     db: DbOpt = "",
 ) -> None:
     """Change a user's role, disable/enable them, or reset their password (ends their sessions)."""
-    with _errors():
+    with clear_errors():
         new_password = _read_password(password_stdin) if (password or password_stdin) else None
-        user = _store(db).set_user(name, role=role, disabled=disable, password=new_password)
+        user = open_store(db).set_user(name, role=role, disabled=disable, password=new_password)
     Console(stderr=True).print(f"{user.username}: {user.role}{', disabled' if user.disabled else ''}", highlight=False)

@@ -1,4 +1,4 @@
-"""The `latentpedia explain` and `latentpedia llm-serve` commands (registered by cli.py)."""
+"""`latentpedia explain | llm-serve`: automatic interpretation from the command line."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from latentpedia.cli.common import DbOpt, ModelOpt, ProgressOpt, clear_errors, console, log, open_store
+from latentpedia.config import DEFAULT_MODEL_ID
+
+app = typer.Typer()
+
 LLM_HELP = "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8001/v1 (env LATENTPEDIA_LLM_BASE_URL)"
 
 
 def explain(
     source: Annotated[list[str], typer.Option("--source", "-s", help="source id, e.g. 8-mlp; repeatable (default: every built source)")] = [],
-    model: Annotated[Optional[str], typer.Option("--model", help="model id in the atlas (default: its only model, else smollm2-135m)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help=f"model id in the atlas (default: its only model, else {DEFAULT_MODEL_ID})")] = None,
     explainer: Annotated[str, typer.Option(help="offline (no LLM) | llm")] = "offline",
     variant: Annotated[str, typer.Option(help="LLM prompt: examples (top texts + promoted tokens) | tokact (token<TAB>0-10)")] = "examples",
     scorer: Annotated[str, typer.Option(help="comma-separated: embedding, simulation, detection, fuzzing ('' for none)")] = "embedding",
@@ -21,32 +26,31 @@ def explain(
     llm_model: Annotated[Optional[str], typer.Option(help="model name at the endpoint (env LATENTPEDIA_LLM_MODEL)")] = None,
     llm_key: Annotated[Optional[str], typer.Option(help="API key (env LATENTPEDIA_LLM_KEY)")] = None,
     concurrency: Annotated[int, typer.Option(help="LLM requests in flight at once")] = 4,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
-    db: Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the atlas")] = "",
+    progress: ProgressOpt = True,
+    db: DbOpt = "",
 ) -> None:
     """Explain latents (offline or with an LLM) and score the explanations beside a random baseline; resumable."""
-    from latentpedia.cli import _clear_errors, _log, _store, console
     from latentpedia.interp.llm.client import LLMConfig
     from latentpedia.interp.pipeline import ExplainRequest, run_explain
 
     scorers = [s.strip() for s in scorer.split(",") if s.strip()]
-    with _clear_errors():
+    with clear_errors():
         needs_llm = explainer == "llm" or any(s in ("simulation", "detection", "fuzzing") for s in scorers)
         llm = LLMConfig.resolve(llm_base_url, llm_model, llm_key, concurrency=concurrency) if needs_llm else None
-        store = _store(db)
+        store = open_store(db)
         models = [m.id for m in store.list_models()]
-        model = model or (models[0] if len(models) == 1 else "smollm2-135m")
+        model = model or (models[0] if len(models) == 1 else DEFAULT_MODEL_ID)
         request = ExplainRequest(
             model=model, sources=list(source), explainer=explainer, variant=variant, scorers=scorers, limit=limit,
             indices=list(index) or None, llm=llm, progress=progress,
         )  # fmt: skip
-        summary = run_explain(store, request, log=_log)
+        summary = run_explain(store, request, log=log)
     total = sum(s["explained"] for s in summary.values())
     console.print(f"[green]done[/]: {total} explanations written over {len(summary)} source(s)")
 
 
 def llm_serve(
-    model: Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), a local HF folder or a .gguf file")] = "smollm2-135m",
+    model: ModelOpt = DEFAULT_MODEL_ID,
     host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to serve on")] = 8001,
     api_key: Annotated[Optional[str], typer.Option(help="require 'Authorization: Bearer KEY'")] = None,
@@ -54,17 +58,15 @@ def llm_serve(
     """Serve a local model over the OpenAI API (/v1/chat/completions, /v1/completions with echo + logprobs, /v1/models)."""
     import uvicorn
 
-    from latentpedia.cli import _clear_errors, console
     from latentpedia.interp.llm.local import LocalLM
     from latentpedia.models import load_model
-    from latentpedia.web.llm_serve import create_llm_app
+    from latentpedia.interp.llm.serve import create_llm_app
 
-    with _clear_errors():
+    with clear_errors():
         lm = LocalLM(load_model(model))
     console.print(f"serving {lm.name} at [bold]http://{host}:{port}/v1[/] (Ctrl-C to stop)")
     uvicorn.run(create_llm_app(lm, api_key=api_key), host=host, port=port, log_level="warning")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("explain")(explain)
-    app.command("llm-serve")(llm_serve)
+app.command("explain")(explain)
+app.command("llm-serve")(llm_serve)

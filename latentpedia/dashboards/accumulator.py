@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from latentpedia.build.correlation import Correlations
-from latentpedia.build.examples import QuantileExamples, TopExamples
-from latentpedia.build.histogram import StreamingHistogram
+from latentpedia.dashboards.correlation import Correlations
+from latentpedia.dashboards.examples import QuantileExamples, TopExamples
+from latentpedia.dashboards.histogram import StreamingHistogram
 
 
 @dataclass(frozen=True)
