@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from latentpedia.sources.base import layer_of
-
-if TYPE_CHECKING:
-    from latentpedia.sources.sae import SAESource
 
 # Hook-name suffix (after "blocks.L.") -> short kind used in ids.
 _HOOK_KINDS: tuple[tuple[str, str], ...] = (
@@ -43,11 +39,10 @@ def hook_kind_short(hook_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", suffix.replace("hook_", "").lower()) or "hook"
 
 
-def default_source_id(source: SAESource) -> str:
-    """Id of an SAE or transcoder from its hook, architecture and width.
+def default_source_id(kind: str, hook_name: str, architecture: str, d_sae: int) -> str:
+    """Id of an SAE or transcoder from its kind, hook, architecture label and width.
 
     SAEs: "{layer}-{res|mlp|att}-{arch}-{width}"; transcoders: "{layer}-tc-{arch}-{width}".
     """
-    kind = "tc" if source.kind == "transcoder" else hook_kind_short(source.hook_name)
-    arch = source.architecture.label or source.architecture.name
-    return source_id(layer_of(source.hook_name), kind, f"{arch}-{width_label(source.d_sae)}")
+    short = "tc" if kind == "transcoder" else hook_kind_short(hook_name)
+    return source_id(layer_of(hook_name), short, f"{architecture}-{width_label(d_sae)}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -21,56 +20,9 @@ import torch
 from latentpedia.sources.architectures import get_architecture
 from latentpedia.sources.base import Source
 from latentpedia.sources.ids import default_source_id
+from latentpedia.sources.weights import TENSOR_FIELDS, SAEWeights
 
-TENSOR_FIELDS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "r_mag", "b_mag")
-
-
-@dataclass
-class SAEWeights:
-    """Everything needed to encode: weights in canonical layout plus input handling.
-
-    `threshold` [d_sae]: JumpReLU threshold, or BatchTopK's inference threshold (None: top-k per
-    token). `k`: TopK / BatchTopK / GroupMax. Gated SAEs: `b_enc` is the gate bias `b_gate`,
-    plus `r_mag`, `b_mag` [d_sae].
-    """
-
-    architecture: str
-    W_enc: torch.Tensor
-    b_enc: torch.Tensor
-    W_dec: torch.Tensor
-    b_dec: torch.Tensor
-    threshold: torch.Tensor | None = None
-    k: int | None = None
-    r_mag: torch.Tensor | None = None
-    b_mag: torch.Tensor | None = None
-    apply_b_dec_to_input: bool = False
-    normalize_activations: str = "none"
-    norm_scaling_factor: float | None = None  # "expected_average_only_in": x * factor
-    rescale_acts_by_decoder_norm: bool = False
-
-    @property
-    def d_in(self) -> int:
-        return int(self.W_enc.shape[0])
-
-    @property
-    def d_sae(self) -> int:
-        return int(self.W_enc.shape[1])
-
-    @property
-    def d_out(self) -> int:
-        return int(self.W_dec.shape[-1])
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors present, by canonical name."""
-        return {name: getattr(self, name) for name in TENSOR_FIELDS if getattr(self, name) is not None}
-
-    def to_float32(self) -> SAEWeights:
-        """A copy whose tensors are contiguous float32 (SAEs ship in bf16/fp16 too)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name, tensor in self.tensors().items():
-            values[name] = tensor.detach().to(torch.float32).contiguous()
-        return SAEWeights(**values)
-
+__all__ = ["NORMALIZERS", "SAESource", "SAEWeights", "TENSOR_FIELDS"]
 
 def _constant_norm_rescale(x: torch.Tensor, w: SAEWeights) -> torch.Tensor:
     """Anthropic's Feb 2024 update: every token rescaled to norm sqrt(d_in)."""
@@ -121,7 +73,8 @@ class SAESource(Source):
         self.cfg = dict(cfg or {})  # the configuration as stored with the SAE
         self.origin = dict(origin or {})  # where it was loaded from, how the hook was found
         self.d_in, self.d_sae = weights.d_in, weights.d_sae
-        self.id = source_id or default_source_id(self)
+        label = self.architecture.label or self.architecture.name
+        self.id = source_id or default_source_id(self.kind, self.hook_name, label, self.d_sae)
 
     @property
     def output_hook(self) -> str:

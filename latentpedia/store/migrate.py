@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, text
 
-from latentpedia.store.schema import Base
+from latentpedia.store.metadata import Base
 
 _INI = Path(__file__).with_name("alembic.ini")
 _PG_LOCK_KEY = 0x6C617465  # advisory lock: concurrent first opens migrate one at a time

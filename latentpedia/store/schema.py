@@ -185,8 +185,3 @@ class Job(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-# Accounts and community tables (migration 0002) live in their own module; importing it here
-# puts them in `Base.metadata`.
-from latentpedia.store import community_schema as _community_schema  # noqa: E402,F401

@@ -53,6 +53,7 @@ def create_app(db_url: str, *, model_loader: ModelLoader | None = None, live_con
         lifespan=lifespan,
     )
     app.state.templates = make_templates()
+    app.state.templates.env.globals.update(community.TEMPLATE_GLOBALS)  # my_votes, my_lists
     app.state.token_text = {}
     app.state.model_loader = model_loader
     app.add_exception_handler(NotFoundError, _not_found)

@@ -182,10 +182,9 @@ def install_accounts(app: FastAPI, *, private: bool | None = None) -> None:
     """Wire accounts into `app`: community errors as 4xx, the `viewer` template global, and
     the private-atlas middleware when `private` (default: $LATENTPEDIA_PRIVATE)."""
     from latentpedia.store.accounts import CommunityError
-    from latentpedia.web.routers.community import TEMPLATE_GLOBALS
 
     app.state.private = private_from_env() if private is None else private
-    app.state.templates.env.globals.update(viewer=safe_viewer, **TEMPLATE_GLOBALS)
+    app.state.templates.env.globals.update(viewer=safe_viewer)
     app.add_exception_handler(CommunityError, _community_error)
     if app.state.private:
         app.add_middleware(PrivateAtlas)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from latentpedia.sources.sae import SAEWeights
+    from latentpedia.sources.weights import SAEWeights
 
 
 def pre_activations(sae_in: torch.Tensor, w: SAEWeights) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from latentpedia.sources.architectures.base import Architecture, jump, keep_top_k, pre_activations
 
 if TYPE_CHECKING:
-    from latentpedia.sources.sae import SAEWeights
+    from latentpedia.sources.weights import SAEWeights
 
 
 class BatchTopK(Architecture):

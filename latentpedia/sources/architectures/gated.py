@@ -15,7 +15,7 @@ import torch
 from latentpedia.sources.architectures.base import Architecture
 
 if TYPE_CHECKING:
-    from latentpedia.sources.sae import SAEWeights
+    from latentpedia.sources.weights import SAEWeights
 
 
 class Gated(Architecture):

@@ -10,7 +10,7 @@ import torch
 from latentpedia.sources.architectures.base import Architecture, pre_activations
 
 if TYPE_CHECKING:
-    from latentpedia.sources.sae import SAEWeights
+    from latentpedia.sources.weights import SAEWeights
 
 
 class GroupMax(Architecture):

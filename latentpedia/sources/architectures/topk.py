@@ -13,7 +13,7 @@ import torch
 from latentpedia.sources.architectures.base import Architecture, keep_top_k, pre_activations
 
 if TYPE_CHECKING:
-    from latentpedia.sources.sae import SAEWeights
+    from latentpedia.sources.weights import SAEWeights
 
 
 class TopK(Architecture):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from latentpedia.store.schema import Base
+from latentpedia.store.metadata import Base
 
 target_metadata = Base.metadata
 
