@@ -30,3 +30,60 @@ def test_every_cli_subcommand_is_in_the_readme():
         for command in group.typer_instance.registered_commands:
             name = command.name or command.callback.__name__.replace("_", "-")
             assert f"latentpedia {group.name} {name}" in readme, f"README.md does not mention `latentpedia {group.name} {name}`"
+
+
+# ---------------------------------------------------------------- docs/CONTRACTS.md "where does a new X go"
+
+WHERE_KINDS = {"SAE format", "SAE architecture", "trainable architecture", "dashboard panel", "scorer", "explainer",
+               "experiment", "page", "route", "CLI command", "migration"}  # fmt: skip
+
+
+def _where_rows() -> dict[str, list[str]]:
+    """{kind: [goes in, registered in, documented in, tested by]} from the CONTRACTS table."""
+    text = (ROOT / "docs" / "CONTRACTS.md").read_text()
+    section = text.split("## Where does a new X go", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0] not in ("a new …",) and not set(cells[0]) <= {"-"}:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _ticked(cell: str) -> list[str]:
+    return cell.split("`")[1::2]
+
+
+def _defined_in(entry) -> str:
+    """The module an entry of a registry comes from (a module, a class, an instance, a router)."""
+    import inspect
+
+    from fastapi import APIRouter
+
+    if inspect.ismodule(entry):
+        return entry.__name__
+    if isinstance(entry, APIRouter):
+        modules = {route.endpoint.__module__ for route in entry.routes}
+        assert len(modules) == 1, modules
+        return modules.pop()
+    return (entry if inspect.isclass(entry) else type(entry)).__module__
+
+
+def test_where_table_is_true():
+    import importlib
+
+    rows = _where_rows()
+    assert WHERE_KINDS <= set(rows), f"missing rows: {sorted(WHERE_KINDS - set(rows))}"
+    for kind, (goes_in, registered, documented, tested) in rows.items():
+        paths = [p for p in _ticked(goes_in) if p.startswith("latentpedia/")]
+        assert paths and all((ROOT / p).exists() for p in paths), f"{kind}: {paths} do not all exist"
+        module_name, _, attr = _ticked(registered)[0].partition(":")
+        registry = getattr(importlib.import_module(module_name), attr)
+        if isinstance(registry, dict | tuple | list):
+            entries = list(registry.values() if isinstance(registry, dict) else registry)
+            assert entries, f"{kind}: {module_name}:{attr} is empty"
+            folders = tuple(p.rstrip("/").removesuffix(".py").replace("/", ".") for p in paths)
+            for entry in entries:
+                assert _defined_in(entry).startswith(folders), f"{kind}: {entry!r} is not defined under {paths}"
+        for path in _ticked(documented) + [p for p in _ticked(tested) if p.startswith("tests/")]:
+            assert (ROOT / path).exists(), f"{kind}: {path} does not exist"

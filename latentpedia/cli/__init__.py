@@ -24,6 +24,7 @@ app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SA
 TOP_LEVEL = (atlas, train, interp, experiments)
 # Groups under a name (`latentpedia user add`).
 NAMED = {"user": users}
+GROUPS = (*TOP_LEVEL, *NAMED.values())
 
 for group in TOP_LEVEL:
     app.registered_commands.extend(group.app.registered_commands)
