@@ -115,7 +115,8 @@ def _manual_block(family: str, block, args: tuple, kwargs: dict) -> dict[str, to
     if family == "gpt2":
         attn = block.attn(block.ln_1(x), attention_mask=args[2])[0]
         mid = x + attn
-        pre = block.mlp.c_fc(block.ln_2(mid))
+        h = block.ln_2(mid)
+        pre = block.mlp.c_fc(h)
         post = block.mlp.act(pre)
         mlp_out = block.mlp.c_proj(post)
     else:
@@ -133,7 +134,7 @@ def _manual_block(family: str, block, args: tuple, kwargs: dict) -> dict[str, to
         if sandwich:
             mlp_out = block.post_feedforward_layernorm(mlp_out)
     return {
-        "hook_resid_pre": x, "hook_attn_out": attn, "hook_resid_mid": mid, "mlp.hook_pre": pre,
+        "hook_resid_pre": x, "hook_attn_out": attn, "hook_resid_mid": mid, "ln2.hook_normalized": h, "mlp.hook_pre": pre,
         "mlp.hook_post": post, "hook_mlp_out": mlp_out, "hook_resid_post": mid + mlp_out,
     }
 
@@ -166,7 +167,7 @@ def test_from_hf_infers_sizes(model):
 
 def test_hook_names_and_widths(model):
     names = hook_names(model)
-    assert len(names) == len(set(names)) == 7 * N_LAYERS + 1
+    assert len(names) == len(set(names)) == 8 * N_LAYERS + 1
     assert names[0] == "blocks.0.hook_resid_pre" and names[-1] == FINAL_NORM_HOOK
     assert hook_width(model, "blocks.2.mlp.hook_post") == hook_width(model, "blocks.0.mlp.hook_pre") == D_MLP
     assert hook_width(model, "blocks.1.hook_mlp_out") == hook_width(model, FINAL_NORM_HOOK) == D_MODEL

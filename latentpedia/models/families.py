@@ -54,6 +54,11 @@ class Family:
         """True when block outputs pass through a post-norm before joining the residual."""
         return self.mlp_out_norm is not None
 
+    @property
+    def mlp_block(self) -> str:
+        """The MLP module (parent of `mlp_in`): its input is the normalized MLP input."""
+        return self.mlp_in.rsplit(".", 1)[0]
+
 
 FAMILIES: dict[str, Family] = {}
 

@@ -5,6 +5,7 @@ Hook names (per layer L, in forward order):
     blocks.L.hook_resid_pre    input of block L (the residual stream)
     blocks.L.hook_attn_out     attention contribution added to the residual
     blocks.L.hook_resid_mid    resid_pre + attn_out (input of the MLP half)
+    blocks.L.ln2.hook_normalized  the MLP's input after its norm (what MLP transcoders read)
     blocks.L.mlp.hook_pre      input of the activation function (gate side for gated MLPs)
     blocks.L.mlp.hook_post     input of the down projection: act(gate) * up (gated) or act(x)
     blocks.L.hook_mlp_out      MLP contribution added to the residual
@@ -46,6 +47,7 @@ _POINTS: dict[str, tuple[str | None, str]] = {
     "hook_resid_pre": (None, "in"),
     "hook_attn_out": ("attn_out", "out"),
     "hook_resid_mid": ("attn_out", "mid"),
+    "ln2.hook_normalized": ("mlp_block", "in"),
     "mlp.hook_pre": ("mlp_in", "out"),
     "mlp.hook_post": ("mlp_down", "in"),
     "hook_mlp_out": ("mlp_out", "out"),
