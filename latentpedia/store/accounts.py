@@ -18,6 +18,7 @@ from latentpedia.store.base import StoreBase, to_record, utc
 from latentpedia.store.community_schema import ROLE_ADMIN, ROLE_USER, ApiKey, User, UserSession
 from latentpedia.store.records import _Record
 from latentpedia.store.schema import utcnow
+from latentpedia.store.textcheck import check_text_value
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,38}")
 ROLES = (ROLE_ADMIN, ROLE_USER)
@@ -77,6 +78,7 @@ def check_username(username: str) -> str:
 
 
 def check_password(password: str) -> str:
+    check_text_value("password", password or "")  # hashed, never stored, but must be valid Unicode
     if not security.MIN_PASSWORD_LENGTH <= len(password or "") <= MAX_PASSWORD_LENGTH:
         raise CommunityError(f"a password needs {security.MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
     return password
@@ -146,7 +148,7 @@ class AccountMethods(StoreBase):
         with self._read() as session:
             user = session.scalars(select(User).where(User.username == username)).first()
             stored = user.password_hash if user is not None else security.dummy_hash()
-            ok = security.verify_password(stored, password or "")
+            ok = security.verify_password(stored, check_text_value("password", password or ""))
             if user is None or not ok or user.disabled:
                 return None
             return to_record(UserRecord, user)

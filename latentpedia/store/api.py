@@ -16,7 +16,8 @@ Methods (records are frozen dataclasses from records.py, readable as `rec.x` or 
   results  write_source_results, get_latent -> dict | None, get_examples -> list[dict],
            list_latents(order_by, desc, offset, limit, min_density, max_density), count_latents,
            count_examples
-  jobs     start_job -> id, update_job, finish_job, get_job, list_jobs
+  jobs     start_job -> id (pid, host, heartbeat), update_job, finish_job, get_job, list_jobs;
+           jobs.job_state(job): "interrupted" / "stalled" for a running job whose process died
   accounts users, login sessions, API keys (accounts.py)
   community explanations + scores (add_explanation[s_bulk], list_explanations, add_score[s_bulk],
            explained_indices), votes, comments (community.py), lists (lists.py)
@@ -43,6 +44,7 @@ from latentpedia.store.migrate import upgrade
 from latentpedia.store.records import ModelRecord, SourceRecord
 from latentpedia.store.results import ResultMethods
 from latentpedia.store.schema import SOURCE_PENDING, Example, Latent, Model, Source, Vocab
+from latentpedia.store.textcheck import install_text_check
 
 SOURCE_IDENTITY = ("kind", "hook_name", "layer", "d_in", "d_sae")  # what a source name stands for
 
@@ -56,6 +58,7 @@ class Store(CorpusMethods, ResultMethods, JobMethods, AccountMethods, ListMethod
 
     def __init__(self, engine: Engine):
         super().__init__(engine)
+        install_text_check(engine)  # NUL / lone surrogates: InvalidTextError on every backend
         self._vocab_cache: dict[str, list[str]] = {}
 
     @classmethod

@@ -133,8 +133,11 @@ class JobRecord(_Record):
     id: int
     kind: str
     target: str
-    status: str  # "running" | "done" | "failed"
+    status: str  # as stored: "running" | "done" | "failed" | "interrupted" | "resumed" (jobs.job_state: as shown)
     progress: float  # 0..1
     message: str
     created_at: datetime
     updated_at: datetime
+    pid: int | None  # the process running the job, on `host`
+    host: str | None
+    heartbeat_at: datetime | None  # last sign of life of that process

@@ -173,7 +173,8 @@ class Example(Base):
 
 
 class Job(Base):
-    """A long-running task (a build) and its progress, for the home page."""
+    """A long-running task (a build) and its progress, for the home page. `pid`, `host` and
+    `heartbeat_at` (migration 0003) tell whether the process running it is still alive."""
 
     __tablename__ = "jobs"
 
@@ -185,3 +186,6 @@ class Job(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
