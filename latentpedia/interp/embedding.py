@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from latentpedia.errors import LatentpediaError
 from latentpedia.interp.data import AtlasText, LatentData
 from latentpedia.interp.metrics import roc_auc
 from latentpedia.interp.scoring import ScoreOutcome
+
+if TYPE_CHECKING:
+    from latentpedia.interp.registry import TorchRunner
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 VERSION = "embed-v1"
@@ -40,6 +43,8 @@ def model_path() -> Path:
 
 class Embedder:
     """Mean-pooled, normalised sentence embeddings, loaded from the local package (offline)."""
+
+    cache_key: str | None = None  # chunk embeddings are shared by embedders with the same key
 
     def __init__(self, batch_size: int = 64):
         import torch
@@ -70,14 +75,30 @@ class Embedder:
 
 
 _EMBEDDER: list[Embedder] = []
-_CHUNKS: dict[tuple[str, str, int], dict[tuple[int, int], np.ndarray]] = {}  # (model, corpus hash, embedder) -> chunks
+SHARED = "shared"  # the chunk-cache key of the shared embedder (other embedders: their id)
+_CHUNKS: dict[tuple[str, str, int | str], dict[tuple[int, int], np.ndarray]] = {}  # (model, corpus hash, embedder) -> chunks
 
 
 def shared_embedder() -> Embedder:
     """One embedder per process (loading takes ~1 s)."""
     if not _EMBEDDER:
-        _EMBEDDER.append(Embedder())
+        embedder = Embedder()
+        embedder.cache_key = SHARED
+        _EMBEDDER.append(embedder)
     return _EMBEDDER[0]
+
+
+class WorkerEmbedder:
+    """The shared embedder, loaded and run through `on_torch` (the web: the live torch worker),
+    so a caller on any thread never runs torch itself. Shares the shared embedder's chunk cache."""
+
+    cache_key = SHARED
+
+    def __init__(self, on_torch: TorchRunner):
+        self.on_torch = on_torch
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.on_torch(lambda _model: shared_embedder()(texts))
 
 
 def chunk_start(position: int, window_len: int) -> int:
@@ -104,7 +125,8 @@ class EmbeddingScorer:
         self.embed = embedder or shared_embedder()
         # chunk embeddings are shared by every scorer over the same corpus (bounded by its size)
         corpus = atlas.store.get_corpus(atlas.source.corpus_id)
-        self._chunks = _CHUNKS.setdefault((corpus.model_id, corpus.content_hash, id(self.embed)), {})
+        embedder_key = getattr(self.embed, "cache_key", None) or id(self.embed)
+        self._chunks = _CHUNKS.setdefault((corpus.model_id, corpus.content_hash, embedder_key), {})
         self._texts: dict[str, np.ndarray] = {}
         negatives = atlas.random_positions(N_NEGATIVES, seed=seed)
         self.negatives = sorted({(w, chunk_start(p, atlas.window_len)) for w, p in negatives})

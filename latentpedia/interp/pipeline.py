@@ -22,16 +22,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from latentpedia.errors import LatentpediaError
-from latentpedia.interp import offline
+from latentpedia.interp import offline, registry
 from latentpedia.interp.data import AtlasText, LatentData, load_latent
-from latentpedia.interp.llm.client import LLMClient, LLMConfig, LLMError, estimate_tokens
+from latentpedia.interp.llm.client import LLMClient, LLMConfig, estimate_tokens
+from latentpedia.interp.registry import EXPLAINERS, LLM_SCORERS, SCORERS, ScorerContext, TorchRunner
 from latentpedia.interp.scoring import score_with_baseline
 from latentpedia.interp.storage import StoredExplanation, stored_explanations
 from latentpedia.store.api import Store
 
-EXPLAINERS = ("offline", "llm")
-SCORERS = ("embedding", "simulation", "detection", "fuzzing")
-LLM_SCORERS = {"simulation", "detection", "fuzzing"}
+__all__ = ["EXPLAINERS", "LLM_SCORERS", "SCORERS", "ExplainRequest", "baseline_for", "explain_atlas", "run_explain"]
 Log = Callable[[str], None]
 
 
@@ -39,8 +38,8 @@ Log = Callable[[str], None]
 class ExplainRequest:
     model: str
     sources: list[str] = field(default_factory=list)  # empty: every built source of the model
-    explainer: str = "offline"
-    variant: str = "examples"  # LLM prompt variant: "examples" | "tokact"
+    explainer: str = "offline"  # a name in registry.EXPLAINERS
+    variant: str = "examples"  # the LLM explainer's prompt variant (registry.LLMExplainer.variants)
     scorers: list[str] = field(default_factory=lambda: ["embedding"])
     limit: int | None = None  # latents per source (the first N)
     indices: list[int] | None = None  # exactly these latents
@@ -50,17 +49,16 @@ class ExplainRequest:
     batch_size: int = 256
     seed: int = 0
     progress: bool = True
+    on_torch: TorchRunner | None = None  # runs the scorers' torch steps (default: on this thread)
 
     def check(self) -> None:
-        if self.explainer not in EXPLAINERS:
-            raise LatentpediaError(f"unknown explainer {self.explainer!r}; use one of {', '.join(EXPLAINERS)}")
-        unknown = [s for s in self.scorers if s not in SCORERS]
-        if unknown:
-            raise LatentpediaError(f"unknown scorer {unknown[0]!r}; use some of {', '.join(SCORERS)}")
-        if self.explainer == "llm" and self.llm is None:
-            raise LatentpediaError("the llm explainer needs an endpoint: --llm-base-url and --llm-model")
-        if LLM_SCORERS & set(self.scorers) and self.scorer_backend is None and (self.scorer_llm or self.llm) is None:
-            raise LatentpediaError("the simulation/detection/fuzzing scorers need an LLM endpoint: --llm-base-url and --llm-model")
+        kind = registry.explainer(self.explainer)
+        kind.stored_as(self.variant)
+        llm_scorers = [s.name for s in registry.scorers(self.scorers) if s.needs_llm]
+        if kind.needs_llm and self.llm is None:
+            raise LatentpediaError(f"the {kind.name} explainer needs an endpoint: --llm-base-url and --llm-model")
+        if llm_scorers and self.scorer_backend is None and (self.scorer_llm or self.llm) is None:
+            raise LatentpediaError(f"the {'/'.join(llm_scorers)} scorer(s) need an LLM endpoint: --llm-base-url and --llm-model")
 
 
 def explain_atlas(store: Store, model_id: str, explainer: str = "offline", scorers: list[str] | tuple[str, ...] = ("embedding",),
@@ -80,45 +78,15 @@ class _Runner:
         self.scorer_backend = request.scorer_backend or (
             (self.client if scorer_config is request.llm else LLMClient(scorer_config)) if scorer_config else None
         )
-        if request.explainer == "offline":
-            self.method, self.version, self.model_name = offline.METHOD, offline.VERSION, None
-        else:
-            from latentpedia.interp.llm.explain import VARIANTS
-
-            if request.variant not in VARIANTS:
-                raise LatentpediaError(f"unknown prompt variant {request.variant!r}; use one of {', '.join(VARIANTS)}")
-            self.method, self.version, self.model_name = f"llm-{request.variant}", VARIANTS[request.variant], request.llm.model
-
-    def explain(self, atlas: AtlasText, latents: list[LatentData]) -> list[dict[str, Any] | str]:
-        """An explanation row per latent, or the error message."""
-        if self.request.explainer == "offline":
-            return [offline.explain_offline(atlas, lat) for lat in latents]
-        from latentpedia.interp.llm.explain import explain_llm
-
-        def one(lat: LatentData) -> dict[str, Any] | str:
-            try:
-                return explain_llm(self.client, atlas, lat, self.request.variant)
-            except LLMError as err:
-                return str(err)
-
-        return self.client.map(one, latents)
+        self.kind = registry.explainer(request.explainer)
+        stored = self.kind.stored_as(request.variant)
+        self.method, self.version = stored.method, stored.version
+        self.model_name = request.llm.model if self.kind.needs_llm and request.llm else None
+        self.explain = self.kind.build(self.client, request.variant)  # (atlas, latents) -> [row | error message]
 
     def scorers(self, atlas: AtlasText) -> list[Any]:
-        out = []
-        for name in self.request.scorers:
-            if name == "embedding":
-                from latentpedia.interp.embedding import EmbeddingScorer
-
-                out.append(EmbeddingScorer(atlas, seed=self.request.seed))
-            elif name == "simulation":
-                from latentpedia.interp.simulate import SimulationScorer
-
-                out.append(SimulationScorer(self.scorer_backend, atlas))
-            else:
-                from latentpedia.interp.judge import JudgeScorer
-
-                out.append(JudgeScorer(name, self.scorer_backend, atlas, seed=self.request.seed))
-        return out
+        context = ScorerContext(atlas, self.scorer_backend, self.request.seed, self.request.on_torch)
+        return [kind.build(context) for kind in registry.scorers(self.request.scorers)]
 
     def close(self) -> None:
         for client in {id(c): c for c in (self.client, self.scorer_backend) if isinstance(c, LLMClient)}.values():
@@ -167,7 +135,7 @@ def _run_source(store: Store, runner: _Runner, source: Any, log: Log) -> dict[st
     stored = stored_explanations(store, source.id, runner.method, runner.version, runner.model_name)
     alive = {row["idx"] for row in store.list_latents(source.id, limit=None) if (row["max_act"] or 0) > 0}
     todo = [i for i in indices if i not in stored or (i in alive and any(s not in stored[i].scorers for s in request.scorers))]
-    if request.explainer == "llm" and todo:
+    if runner.kind.needs_llm and todo:
         _print_estimate(atlas, runner, [i for i in todo if i not in stored], log)
     scorers = runner.scorers(atlas) if todo else []
     counts = {"explained": 0, "scored": 0, "errors": [], "skipped": len(indices) - len(todo)}
@@ -192,7 +160,7 @@ def _run_source(store: Store, runner: _Runner, source: Any, log: Log) -> dict[st
 
 def _explain_batch(store: Store, runner: _Runner, atlas: AtlasText, source_id: int, latents: list[LatentData],
                    stored: dict[int, StoredExplanation], counts: dict[str, Any]) -> None:  # fmt: skip
-    if runner.request.explainer == "llm":
+    if runner.kind.needs_llm:
         latents = [lat for lat in latents if lat.max_act > 0]  # nothing to show an LLM
     results = runner.explain(atlas, latents)
     rows = []

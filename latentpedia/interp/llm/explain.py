@@ -15,7 +15,8 @@ from typing import Any
 from latentpedia.interp.data import SPLIT_RULE, AtlasText, Example, LatentData, show_token
 from latentpedia.interp.llm.client import LLMClient, LLMError
 
-VARIANTS = {"tokact": "llm-tokact-v1", "examples": "llm-examples-v1"}
+VARIANTS = {"tokact": "llm-tokact-v1", "examples": "llm-examples-v1"}  # prompt variant -> prompt_version
+METHODS = {name: f"llm-{name}" for name in VARIANTS}  # prompt variant -> explanations.method
 N_EXAMPLES = 6
 BEFORE, AFTER = 20, 4
 SYSTEM = ("You explain what a neuron inside a language model responds to. Answer with one short phrase "
@@ -88,8 +89,20 @@ def explain_llm(client: LLMClient, atlas: AtlasText, latent: LatentData, variant
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
     answer = client.chat_text(messages, max_tokens=40, temperature=0)
     details = {"prompt": prompt, "answer": answer, "split": SPLIT_RULE, "explain_examples": latent.explain_refs()}
-    return {"text": parse_explanation(answer), "method": f"llm-{variant}", "explainer_model": client.model,
+    return {"text": parse_explanation(answer), "method": METHODS[variant], "explainer_model": client.model,
             "prompt_version": VARIANTS[variant], "details": details}  # fmt: skip
+
+
+def explain_many(client: LLMClient, atlas: AtlasText, latents: list[LatentData], variant: str) -> list[dict[str, Any] | str]:
+    """`explain_llm` over `latents` with the client's concurrency; a failure becomes its message."""
+
+    def one(latent: LatentData) -> dict[str, Any] | str:
+        try:
+            return explain_llm(client, atlas, latent, variant)
+        except LLMError as err:
+            return str(err)
+
+    return client.map(one, latents)
 
 
 def prompt_for(variant: str, atlas: AtlasText, latent: LatentData) -> str:
