@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from latentpedia.experiments.registry import EXPERIMENTS
 from latentpedia.web import experiment_schemas as S
 from latentpedia.web.compute import COMPUTE_EXTRA
 from latentpedia.web.deps import StoreDep, TokenTextDep
@@ -111,9 +112,20 @@ async def _maybe(model: type[BaseModel], params: dict[str, Any], run, ctx: Exper
         return None, str(getattr(err, "detail", err))
 
 
+class ExperimentInfo(BaseModel):
+    """One registered experiment (experiments/registry.py)."""
+
+    name: str
+    description: str
+    cli_command: str
+    api_route: str
+    on_page: bool
+
+
 class ExperimentsPage(BaseModel):
     """The /experiments page's data (its JSON twin is `GET /api/experiments` with the same query)."""
 
+    experiments: list[ExperimentInfo]
     models: list[str]
     hooks: list[str]
     form: dict[str, Any]
@@ -125,7 +137,8 @@ class ExperimentsPage(BaseModel):
 async def experiments_page_data(ctx: ExperimentContext, form: dict[str, Any]) -> ExperimentsPage:
     models = [m.id for m in await run_in_threadpool(ctx.store.list_models)]
     form = {**form, "model": form.get("model") or (models[0] if models else "")}
-    page = ExperimentsPage(models=models, hooks=[h for h in S.PATCH_HOOKS if h != "latent"], form=form)
+    infos = [ExperimentInfo.model_validate(e, from_attributes=True) for e in EXPERIMENTS.values()]
+    page = ExperimentsPage(experiments=infos, models=models, hooks=[h for h in S.PATCH_HOOKS if h != "latent"], form=form)
     if form["tool"] == "patch":
         keys = ("clean_prompt", "corrupted_prompt", "answer_token", "foil_token", "hook")
         page.patch, page.error = await _maybe(S.PatchRequest, {"modelId": form["model"], **{k: form[k] for k in keys}}, patch_query, ctx)
