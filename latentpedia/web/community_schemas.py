@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from latentpedia.interp.registry import EXPLAINERS, SCORERS
 from latentpedia.store.community import LIMITS
+
+AUTOMATIC_METHODS = [v.method for e in EXPLAINERS.values() for v in e.all_stored()]
 
 
 class LatentRef(BaseModel):
@@ -33,7 +36,7 @@ class ScoreOut(BaseModel):
     """One scorer's result; compare `score` with `baseline_score` (same scorer, a baseline explanation)."""
 
     id: int
-    scorer: str = Field(description="simulation | detection | fuzzing | embedding")
+    scorer: str = Field(description=" | ".join(SCORERS))
     scorer_model: str | None
     prompt_version: str | None
     status: Literal["ok", "error"]
@@ -54,7 +57,7 @@ class ExplanationOut(BaseModel):
     index: int
     text: str
     description: str = Field(description="the same as text (Neuronpedia's name)")
-    method: str = Field(description="human, or the automatic method (e.g. llm-tokact)")
+    method: str = Field(description=f"human, or the automatic method: {' | '.join(AUTOMATIC_METHODS)}")
     explainer_model: str | None
     prompt_version: str | None
     author: str | None = Field(description="username; null for automatic explanations")
