@@ -16,6 +16,7 @@ from rich.table import Table
 
 from latentpedia.cli.common import DbOpt, ModelOpt, clear_errors
 from latentpedia.config import DEFAULT_MODEL_ID
+from latentpedia.experiments.registry import EXPERIMENTS
 
 OUT = Console(soft_wrap=True)
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="the text to run")]
@@ -215,8 +216,6 @@ def dla(
 
 
 app = typer.Typer()
-app.command("steer")(steer)
-app.command("ablate")(ablate)
-app.command("patch")(patch)
-app.command("logit-lens")(logit_lens)
-app.command("dla")(dla)
+# names and help from the registry (experiments/registry.py)
+for _name, _command in {"steer": steer, "ablate": ablate, "patch": patch, "logit-lens": logit_lens, "dla": dla}.items():
+    app.command(EXPERIMENTS[_name].cli_command, help=EXPERIMENTS[_name].description)(_command)

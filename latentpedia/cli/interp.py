@@ -8,18 +8,22 @@ import typer
 
 from latentpedia.cli.common import DbOpt, ModelOpt, ProgressOpt, clear_errors, console, log, open_store
 from latentpedia.config import DEFAULT_MODEL_ID
+from latentpedia.interp.registry import EXPLAINERS, SCORERS, LLMExplainer
 
 app = typer.Typer()
 
 LLM_HELP = "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8001/v1 (env LATENTPEDIA_LLM_BASE_URL)"
+EXPLAINER_HELP = " | ".join(f"{k.name}{' (LLM)' if k.needs_llm else ' (no LLM)'}" for k in EXPLAINERS.values())
+VARIANT_HELP = "LLM prompt: " + " | ".join(f"{name} ({shows})" for name, shows in LLMExplainer.variants.items())
+SCORER_HELP = "comma-separated: " + ", ".join(f"{k.name}{' (LLM)' if k.needs_llm else ''}" for k in SCORERS.values()) + " ('' for none)"
 
 
 def explain(
     source: Annotated[list[str], typer.Option("--source", "-s", help="source id, e.g. 8-mlp; repeatable (default: every built source)")] = [],
     model: Annotated[Optional[str], typer.Option("--model", help=f"model id in the atlas (default: its only model, else {DEFAULT_MODEL_ID})")] = None,
-    explainer: Annotated[str, typer.Option(help="offline (no LLM) | llm")] = "offline",
-    variant: Annotated[str, typer.Option(help="LLM prompt: examples (top texts + promoted tokens) | tokact (token<TAB>0-10)")] = "examples",
-    scorer: Annotated[str, typer.Option(help="comma-separated: embedding, simulation, detection, fuzzing ('' for none)")] = "embedding",
+    explainer: Annotated[str, typer.Option(help=EXPLAINER_HELP)] = "offline",
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "examples",
+    scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding",
     limit: Annotated[Optional[int], typer.Option(help="only the first N latents of each source")] = None,
     index: Annotated[list[int], typer.Option("--index", help="only these latents; repeatable")] = [],
     llm_base_url: Annotated[Optional[str], typer.Option(help=LLM_HELP)] = None,
@@ -30,12 +34,14 @@ def explain(
     db: DbOpt = "",
 ) -> None:
     """Explain latents (offline or with an LLM) and score the explanations beside a random baseline; resumable."""
+    from latentpedia.interp import registry
     from latentpedia.interp.llm.client import LLMConfig
     from latentpedia.interp.pipeline import ExplainRequest, run_explain
 
-    scorers = [s.strip() for s in scorer.split(",") if s.strip()]
-    with clear_errors():
-        needs_llm = explainer == "llm" or any(s in ("simulation", "detection", "fuzzing") for s in scorers)
+    with clear_errors():  # unknown names: one line naming the choices, exit 2
+        scorers = registry.parse_scorers(scorer)
+        registry.explainer(explainer).variant_name(variant)
+        needs_llm = registry.needs_llm(explainer, scorers)
         llm = LLMConfig.resolve(llm_base_url, llm_model, llm_key, concurrency=concurrency) if needs_llm else None
         store = open_store(db)
         models = [m.id for m in store.list_models()]
