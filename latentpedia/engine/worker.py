@@ -136,8 +136,9 @@ class LiveModels:
 
     # ------------------------------------------------------------------ public API (event loop)
 
-    async def run(self, model_id: str, fn: Callable[[LoadedModel], T], *, timeout: float | None = None) -> T:
-        """`fn(model)` on the worker thread; its result (or exception) comes back here."""
+    async def run(self, model_id: str | None, fn: Callable[[LoadedModel], T], *, timeout: float | None = None) -> T:
+        """`fn(model)` on the worker thread; its result (or exception) comes back here.
+        `model_id` None: torch work that needs no model (the lab's toy models); `fn(None)`."""
         return await self._await(self._submit(model_id, fn, None, None), timeout)
 
     async def run_batched(
@@ -150,9 +151,6 @@ class LiveModels:
     def queued(self) -> int:
         """Jobs waiting to start."""
         return len(self._pending)
-
-    def loaded_models(self) -> list[str]:
-        return list(self._models)
 
     def close(self) -> None:
         """Stop the worker after the running job; jobs still queued fail with LiveBusyError."""
@@ -246,7 +244,7 @@ class LiveModels:
     def _run(self, jobs: list[_Job]) -> None:
         first = jobs[0]
         try:
-            model = self.model(first.model_id)
+            model = None if first.model_id is None else self.model(first.model_id)
             if first.key is None:
                 first.settle(first.fn(model))
                 return
