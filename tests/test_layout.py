@@ -149,3 +149,14 @@ def test_no_import_loops():
 )
 def test_cycle_finder_finds_loops(graph, expected):
     assert _cycles(graph) == expected
+
+
+def test_web_runs_no_torch_itself():
+    """web/ is routes, schemas, pages and templates: torch work lives in engine/ and below."""
+    offenders = []
+    for path in (PACKAGE / "web").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(PACKAGE)} imports {n}" for n in names if n == "torch" or n.startswith("torch.")]
+    assert not offenders, "\n".join(offenders)

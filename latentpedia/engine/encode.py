@@ -18,6 +18,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from latentpedia.models import LoadedModel, run_with_cache
@@ -134,3 +135,10 @@ def top_latents_per_token(
             row.append((names[s], where - offsets[s], float(value)))
         out.append(row)
     return out
+
+
+def density_masks(densities: dict[str, np.ndarray], ceiling: float | None) -> dict[str, torch.Tensor]:
+    """{source: True for latents whose stored density is above `ceiling`} ({} with no ceiling)."""
+    if ceiling is None or ceiling <= 0:
+        return {}
+    return {name: torch.from_numpy(np.asarray(values) > ceiling) for name, values in densities.items()}

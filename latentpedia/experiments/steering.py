@@ -56,6 +56,11 @@ class Steer:
     def from_latent(cls, latent: Latent, strength: float) -> Steer:
         return cls(latent.source.output_hook, latent.direction(), strength, latent.label)
 
+    @classmethod
+    def from_vector(cls, hook: str, values: list[float], strength: float, label: str = "vector") -> Steer:
+        """A raw direction given as numbers (an API caller's vector)."""
+        return cls(hook, torch.tensor(values, dtype=torch.float32), strength, label)
+
 
 @dataclass
 class SteerConfig:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import torch
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
@@ -99,7 +98,7 @@ async def _steer_plan(ctx: ExperimentContext, body: S.SteerRequest) -> Callable:
         ids = ctx.ids(m, body.prompt)
         steers = [steering.Steer.from_latent(ctx.latent(m, r, f.index), f.strength) for r, f in zip(records, body.features)]
         for i, v in enumerate(body.vectors):
-            steers.append(steering.Steer(v.hook, torch.tensor(v.vector, dtype=torch.float32), v.strength, f"vector {i}"))
+            steers.append(steering.Steer.from_vector(v.hook, v.vector, v.strength, f"vector {i}"))
         return steering.steer_stream(m, ids, steers, config)
 
     return events

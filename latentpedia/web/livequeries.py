@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +18,7 @@ from latentpedia.models import encode_text
 from latentpedia.store.api import Store
 from latentpedia.store.records import SourceRecord
 from latentpedia.web.deps import token_text_for
-from latentpedia.engine.encode import encode_batch, encode_sources, top_latents, top_latents_per_token
+from latentpedia.engine.encode import density_masks, encode_batch, encode_sources, top_latents, top_latents_per_token
 from latentpedia.engine.worker import LiveModels
 from latentpedia.web.live_schemas import (
     ActivationRequest,
@@ -141,12 +140,9 @@ def densities(store: Store, cache: dict, record: SourceRecord) -> np.ndarray:
     return cache[key]
 
 
-def _too_dense(ctx: LiveContext, records: list[SourceRecord], ceiling: float | None) -> dict[str, torch.Tensor]:
+def _too_dense(ctx: LiveContext, records: list[SourceRecord], ceiling: float | None) -> dict[str, Any]:
     """{source: mask of latents denser than `ceiling`} (loads every source's densities once)."""
-    stored = {r.name: densities(ctx.store, ctx.densities, r) for r in records}
-    if ceiling is None or ceiling <= 0:
-        return {}
-    return {name: torch.from_numpy(values > ceiling) for name, values in stored.items()}
+    return density_masks({r.name: densities(ctx.store, ctx.densities, r) for r in records}, ceiling)
 
 
 async def _prepare(ctx: LiveContext, body) -> tuple[str, list[SourceRecord], dict]:
