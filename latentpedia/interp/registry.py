@@ -91,7 +91,8 @@ class ExplainerKind:
 
 class OfflineExplainer(ExplainerKind):
     name = "offline"
-    description = "a short label from the tokens carrying the activation mass, the peaks' n-grams and the promoted tokens, plus a card (deterministic)"
+    description = ("a short label from the tokens carrying the activation mass, the peaks' n-grams and the promoted "
+                   "tokens, plus a card (deterministic)")  # fmt: skip
     needs_llm = False
     runs_torch = False
     variants = {"card": "label + card from the explain set's statistics"}
