@@ -13,8 +13,13 @@ callers need no CSRF token (a browser never sends the key on its own). Anonymous
 a route that needs a user get 401; users without the role get 403.
 
 Routes that only compute (live activations, search-all, steering) and are open to anonymous
-callers mark themselves with `**COMPUTE` on the decorator; the security test skips those and
-checks that every other write route refuses anonymous callers.
+callers are declared with `ratelimit.compute_route(...)` (the `x-latentpedia-compute` marker of
+web/compute.py); the security test skips those and checks that every other write route refuses
+anonymous callers. Logins are refused unless posted from this server's own origin.
+
+Text no database can store (a NUL character, a lone surrogate), anywhere in a path, a query or
+a body, is refused by the store (store/textcheck.py) and answered with 422 (web/badinput.py).
+Behind a reverse proxy, client addresses come from web/proxies.py (trusted proxies only).
 
 Private atlases (`create_app(..., private=True)` or LATENTPEDIA_PRIVATE=1) refuse anonymous
 reads too (401), except the login page, its API and static files.
@@ -36,8 +41,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from latentpedia import security
 from latentpedia.store.accounts import UserRecord
+from latentpedia.web.badinput import install_bad_input_handling, problem_response
 
-COMPUTE: dict[str, Any] = {"openapi_extra": {"x-latentpedia-compute": True}}
 LOGIN: dict[str, Any] = {"openapi_extra": {"x-latentpedia-login": True}}  # the only anonymous writes
 SESSION_COOKIE = "latentpedia_session"
 CSRF_HEADER = "x-csrf-token"
@@ -179,16 +184,22 @@ def safe_viewer(request: Request) -> Viewer:
 
 
 def install_accounts(app: FastAPI, *, private: bool | None = None) -> None:
-    """Wire accounts into `app`: community errors as 4xx, the `viewer` template global, and
-    the private-atlas middleware when `private` (default: $LATENTPEDIA_PRIVATE)."""
+    """Wire accounts into `app`: community errors and bad input as 4xx, the `viewer`
+    template global, the private-atlas middleware when `private` (default: $LATENTPEDIA_PRIVATE)
+    and, when $LATENTPEDIA_TRUSTED_PROXIES names proxies, their client addresses."""
     from latentpedia.store.accounts import CommunityError
+    from latentpedia.web.proxies import TrustedProxies, proxies_from_env
 
     app.state.private = private_from_env() if private is None else private
+    app.state.trusted_proxies = proxies_from_env()
     app.state.templates.env.globals.update(viewer=safe_viewer)
     app.add_exception_handler(CommunityError, _community_error)
     if app.state.private:
         app.add_middleware(PrivateAtlas)
+    install_bad_input_handling(app)  # unstorable text -> 422 from anywhere inside
     app.add_middleware(SecurityHeaders)
+    if app.state.trusted_proxies:  # outermost: every layer sees the real client
+        app.add_middleware(TrustedProxies, proxies=app.state.trusted_proxies)
 
 
 SECURITY_HEADERS = [
@@ -221,8 +232,4 @@ class SecurityHeaders:
 
 async def _community_error(request: Request, exc: Exception) -> Response:
     """A refused community request: JSON `{"detail"}` with the error's status, or an error page."""
-    status = getattr(exc, "status", 400)
-    if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/"):
-        templates = request.app.state.templates
-        return templates.TemplateResponse(request, "problem.html", {"message": str(exc), "status": status}, status_code=status)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return problem_response(request, str(exc), getattr(exc, "status", 400))

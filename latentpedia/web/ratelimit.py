@@ -6,6 +6,10 @@ tokens and refills at `per_minute / 60` tokens a second. An empty bucket answers
 (requests per minute, default 60; 0 turns the limit off) and `LATENTPEDIA_LIVE_BURST`
 (default 10), or set `app.state.rate_limiter` / `app.state.prompt_limits`.
 
+Clients are told apart by `client_address(request)`: the socket's peer, or behind a trusted
+reverse proxy the address it forwards (web/proxies.py); an `X-Forwarded-For` header from
+anyone else is ignored, so a client cannot pick a fresh bucket per request.
+
 Prompt limits: `LATENTPEDIA_LIVE_MAX_CHARS` (default 4,000 characters) and
 `LATENTPEDIA_LIVE_MAX_TOKENS` (default 512 tokens, BOS included); longer text -> 413 with the
 limit in `detail`.
@@ -86,10 +90,15 @@ def _state(request: Request, name: str, factory):
     return value
 
 
+def client_address(request: Request) -> str:
+    """The caller's address, the key of its rate-limit buckets (see the module docstring)."""
+    return request.client.host if request.client else "unknown"
+
+
 def rate_limited(request: Request) -> None:
     """Dependency of every live route: one token of the caller's bucket, or 429."""
     limiter: RateLimiter = _state(request, "rate_limiter", RateLimiter.from_env)
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     wait = limiter.acquire(client)
     if wait > 0:
         raise HTTPException(

@@ -30,6 +30,7 @@ from latentpedia.web.community_schemas import (
     UserOut,
 )
 from latentpedia.web.deps import StoreDep
+from latentpedia.web.ratelimit import RateLimiter, client_address
 from latentpedia.web.pages.common import NotFoundError, find_source
 from latentpedia.web.pages.community import account_page_data, user_out
 from latentpedia.web.render import render_page
@@ -42,24 +43,58 @@ LOGIN_RATE_ENV = "LATENTPEDIA_LOGIN_RATE"  # login attempts per minute per clien
 
 
 def same_origin(request: Request) -> None:
-    """403 for a login posted from another site (login CSRF); requests without Origin pass."""
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise HTTPException(403, "cross-site login refused")
+    """403 for a login posted from anywhere but this server's own origin (login CSRF).
+
+    Browsers send `Origin` with every POST: it must be an http(s) origin naming this host
+    (`null`, sent after a cross-site redirect or by sandboxed pages, is refused; an http origin
+    is refused when the server is reached over https). Without `Origin`, a `Referer` must name
+    this host. `Sec-Fetch-Site` other than same-origin is refused. Scripts send none of these."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HTTPException(403, f"cross-site login refused (Sec-Fetch-Site: {site})")
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is not None and not _own_origin(origin, request):
+        raise HTTPException(403, "cross-site login refused: log in from this server's own /login page")
+
+
+def _own_origin(origin: str, request: Request) -> bool:
+    """Whether `origin` (an Origin or Referer value) is this server's own origin."""
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "").lower()
+    if parts.scheme not in ("http", "https") or not host or parts.netloc.lower() != host:
+        return False
+    return not (request.url.scheme == "https" and parts.scheme != "https")
+
+
+def _attempt_limiter(request: Request, name: str) -> RateLimiter:
+    """The app's limiter `name` for password guesses: $LATENTPEDIA_LOGIN_RATE a minute, in bursts as large."""
+    limiter = getattr(request.app.state, name, None)
+    if limiter is None:
+        per_minute = float(os.environ.get(LOGIN_RATE_ENV, 10))
+        limiter = RateLimiter(per_minute, burst=max(int(per_minute), 1))
+        setattr(request.app.state, name, limiter)
+    return limiter
+
+
+def _take(limiter: RateLimiter, key: str, what: str) -> None:
+    """One attempt from `key`'s bucket, or 429 with Retry-After."""
+    wait = limiter.acquire(key)
+    if wait > 0:
+        raise HTTPException(429, f"too many {what}; try again in {math.ceil(wait)} s",
+                            headers={"Retry-After": str(math.ceil(wait))})  # fmt: skip
 
 
 def login_limit(request: Request) -> None:
     """429 when a client tries to log in too often (guessing passwords)."""
-    limiter = getattr(request.app.state, "login_limiter", None)
-    if limiter is None:
-        from latentpedia.web.ratelimit import RateLimiter
+    _take(_attempt_limiter(request, "login_limiter"), client_address(request), "login attempts")
 
-        per_minute = float(os.environ.get(LOGIN_RATE_ENV, 10))
-        limiter = request.app.state.login_limiter = RateLimiter(per_minute, burst=max(int(per_minute), 1))
-    wait = limiter.acquire(request.client.host if request.client else "?")
-    if wait > 0:
-        raise HTTPException(429, f"too many login attempts; try again in {math.ceil(wait)} s",
-                            headers={"Retry-After": str(math.ceil(wait))})  # fmt: skip
+
+def password_limit(request: Request, user: CurrentUser) -> None:
+    """429 when a password change is tried too often, per client address and per account
+    (a stolen session must not guess the current password quickly from many addresses)."""
+    limiter = _attempt_limiter(request, "password_limiter")
+    _take(limiter, f"address {client_address(request)}", "password change attempts from your address")
+    _take(limiter, f"user {user.id}", "password change attempts for this account")
 
 
 def _start_session(request: Request, response: Response, store, user_id: int) -> str:
@@ -138,7 +173,8 @@ def account_html(request: Request, store: StoreDep, user: OptionalUser) -> Respo
     return render_page(request, "account.html", account_page_data(store, user), "/api/account", csrf_token=viewer(request).csrf_token)
 
 
-@router.post("/api/account/password", response_model=Done, responses=AUTH_ERRORS, summary="Change your password (ends your sessions)")
+@router.post("/api/account/password", response_model=Done, responses={**AUTH_ERRORS, 429: {"model": ErrorBody}},
+             summary="Change your password (ends your sessions; rate limited)", dependencies=[Depends(password_limit)])  # fmt: skip
 def change_password(body: PasswordIn, store: StoreDep, user: CurrentUser) -> Done:
     if store.authenticate(user.username, body.old_password) is None:
         raise HTTPException(403, "the current password is wrong")
