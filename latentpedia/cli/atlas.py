@@ -129,12 +129,18 @@ def serve(
     port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
     private: Annotated[bool, typer.Option("--private", help="refuse anonymous reads (also $LATENTPEDIA_PRIVATE=1)")] = False,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each keeps its own caches and model copies)")] = 1,
+    trusted_proxy: Annotated[list[str], typer.Option("--trusted-proxy", help="a reverse proxy (IP or network) whose X-Forwarded-For / -Proto to believe; repeatable (also $LATENTPEDIA_TRUSTED_PROXIES; default none)")] = [],
 ) -> None:
     """Serve the web atlas (feature pages and the JSON API) at http://HOST:PORT."""
     import uvicorn
 
     from latentpedia.web import create_app
+    from latentpedia.web.proxies import TRUSTED_PROXIES_ENV, parse_proxies
 
+    proxies = ",".join([os.environ.get(TRUSTED_PROXIES_ENV, ""), *trusted_proxy]).strip(",")
+    with clear_errors():
+        parse_proxies([proxies])
+    os.environ[TRUSTED_PROXIES_ENV] = proxies  # the app (each worker's too) reads it; uvicorn's own proxy headers stay off
     console.print(f"serving the atlas at [bold]http://{host}:{port}[/] with {workers} worker(s) (Ctrl-C to stop)")
     if workers > 1:
         from latentpedia.web.workers import DB_VARIABLE
@@ -142,6 +148,6 @@ def serve(
         os.environ[DB_VARIABLE] = db or default_db_url()
         if private:
             os.environ["LATENTPEDIA_PRIVATE"] = "1"
-        uvicorn.run("latentpedia.web.workers:app_from_env", factory=True, workers=workers, host=host, port=port, log_level="info")
+        uvicorn.run("latentpedia.web.workers:app_from_env", factory=True, workers=workers, host=host, port=port, log_level="info", proxy_headers=False)
         return
-    uvicorn.run(create_app(db or default_db_url(), private=True if private else None), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(db or default_db_url(), private=True if private else None), host=host, port=port, log_level="info", proxy_headers=False)
