@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from latentpedia.errors import InvalidInputError
 from latentpedia.sources.base import Source
 from latentpedia.sources.hooknames import transcoder_hooks
+from latentpedia.sources.transcoder_skip import skip_of
 
 LINEAR_NORMALIZATIONS = ("none", "expected_average_only_in")
 
@@ -73,21 +73,6 @@ def _check_transcoder(source: Source, n_layers: int) -> int:
     if norm not in LINEAR_NORMALIZATIONS:
         raise InvalidInputError(f"source {source.id} normalizes its input with {norm!r}, which is not linear")
     return layer
-
-
-def skip_of(source: Source) -> torch.Tensor | None:
-    """The skip matrix [d_in, d_out] stored beside a SAELens skip transcoder, or None."""
-    skip = getattr(source, "skip", None)
-    if skip is not None:
-        return skip.float()
-    folder = (getattr(source, "origin", None) or {}).get("path")
-    path = Path(folder) / "sae_weights.safetensors" if folder else None
-    if path is None or not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as handle:
-        return handle.get_tensor("W_skip").float() if "W_skip" in handle.keys() else None
 
 
 def replacement_layers(sources: Sequence[Source], n_layers: int) -> list[ReplacementLayer]:

@@ -36,6 +36,8 @@ _ARCHITECTURES: dict[str, tuple[str, bool]] = {
     "skip_transcoder": ("relu", True),
     "jumprelu_transcoder": ("jumprelu", True),
     "jumprelu_skip_transcoder": ("jumprelu", True),
+    "topk_transcoder": ("topk", True),  # written by latentpedia train-transcoders
+    "topk_skip_transcoder": ("topk", True),
 }
 
 
