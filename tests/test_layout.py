@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sources", "corpus"),
     ("engine",),
     ("dashboards",),
-    ("train", "interp", "experiments"),
+    ("train", "interp", "experiments", "exchange"),
     ("lab",),
     ("web",),
     ("cli",),
