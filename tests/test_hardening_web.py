@@ -229,6 +229,23 @@ def test_both_databases_answer_unstorable_text_alike(request, tmp_path_factory):
     assert differ == {} and sqlite.statuses.keys() == postgres.statuses.keys()
 
 
+def test_the_store_refuses_unstorable_text_in_every_kind_of_statement(store):
+    from latentpedia.store.textcheck import InvalidTextError
+    from tests.test_store_community import seed
+
+    source_id = seed(store)
+    rows = [{"source_id": source_id, "index": i, "text": f"latent {i}", "method": "offline"} for i in range(5)]
+    for bad, problem in ((NUL, "NUL character"), (SURROGATE, "unpaired surrogate")):
+        with pytest.raises(InvalidTextError, match=f"^text: .*{problem}"):  # a multi-row INSERT, one bad row
+            store.add_explanations_bulk([*rows, {**rows[0], "text": bad}])
+        with pytest.raises(InvalidTextError, match=f"^username: .*{problem}"):  # a lookup
+            store.get_user(bad)
+        with pytest.raises(InvalidTextError, match=f"^password: .*{problem}"):  # hashed, never bound
+            store.authenticate("alice", bad)
+    assert store.explained_indices(source_id) == set()  # all or nothing
+    assert store.add_explanations_bulk(rows) and store.explained_indices(source_id) == set(range(5))
+
+
 # ---- login CSRF: only the server's own origin
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import cycle
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -64,12 +65,20 @@ def field_name(bind_name: str | int) -> str:
 
 
 def _named(parameters: Any, names: Sequence[str] | None) -> Iterable[tuple[str | int, Any]]:
-    """(name, value) pairs of one statement's parameters (a mapping or a positional sequence)."""
+    """(name, value) pairs of one statement's parameters: a mapping, or a positional sequence
+    (several rows' values in a row for a multi-row INSERT, whose names repeat)."""
     if isinstance(parameters, Mapping):
         return parameters.items()
-    if names is not None and len(names) == len(parameters):
-        return zip(names, parameters, strict=True)
+    if names and len(parameters) % len(names) == 0:
+        return zip(cycle(names), parameters)
     return enumerate(parameters)
+
+
+def _rows(parameters: Any, executemany: bool) -> Sequence[Any]:
+    """The parameter sets of one cursor call (executemany: a sequence of mappings or tuples)."""
+    if executemany and isinstance(parameters, Sequence) and parameters and isinstance(parameters[0], Mapping | tuple | list):
+        return parameters
+    return [parameters]
 
 
 def check_parameters(parameters: Any, names: Sequence[str] | None = None) -> None:
@@ -89,11 +98,8 @@ def _before_cursor_execute(_conn, _cursor, _statement, parameters, context, exec
     if not parameters:
         return
     names = _positional_names(context)
-    if executemany:
-        for row in parameters:
-            check_parameters(row, names)
-    else:
-        check_parameters(parameters, names)
+    for row in _rows(parameters, executemany):
+        check_parameters(row, names)
 
 
 def install_text_check(engine: Engine) -> None:
