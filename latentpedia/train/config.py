@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentpedia.train.saes import SAESettings
+from latentpedia.train.target_l0 import default_target_l0
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TrainConfig:
     model_id: str = "unknown"
     k: int = 32
     l1_coefficient: float | None = None  # default per architecture (see `settings`)
+    target_l0: float | None = None  # relu / jumprelu: steer the coefficient to this L0 (default k; train/target_l0.py)
     n_tokens: int = 200_000  # training tokens (the cache is replayed if it holds fewer)
     batch_size: int = 1024
     lr: float | None = None  # None: 2e-4 / sqrt(d_sae / 16384), Gao et al.'s scaling law
@@ -63,8 +65,13 @@ class TrainConfig:
     def settings(self, d_in: int, d_sae: int) -> SAESettings:
         l1 = self.l1_coefficient
         if l1 is None:
-            l1 = {"relu": 5.0, "jumprelu": 0.5}.get(self.architecture, 0.0)
+            l1 = {"relu": 5.0, "jumprelu": 0.5}.get(self.architecture, 0.0)  # the start when steering to a target L0
         return SAESettings(self.architecture, d_in, d_sae, k=self.k, l1_coefficient=l1)
+
+    @property
+    def steered_l0(self) -> float | None:
+        """The L0 the sparsity coefficient is steered to during training (None: kept fixed)."""
+        return default_target_l0(self.architecture, self.k, self.l1_coefficient, self.target_l0)
 
     def lr_for(self, d_sae: int) -> float:
         return self.lr or 2e-4 / math.sqrt(d_sae / 16384)
@@ -80,7 +87,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
-        keep = ("hooks", "widths", "architecture", "k", "l1_coefficient", "n_tokens", "batch_size", "lr",
+        keep = ("hooks", "widths", "architecture", "k", "l1_coefficient", "target_l0", "n_tokens", "batch_size", "lr",
                 "warmup_fraction", "decay_fraction", "buffer_tokens", "seed", "b_dec_init", "outlier_factor")
         data = asdict(self)
         return {key: data[key] for key in keep} | {"activations": str(Path(self.activations).resolve()), "pairs": self.sae_pairs}

@@ -32,6 +32,7 @@ from latentpedia.train.config import TrainConfig
 from latentpedia.train.export import sae_name, write_saelens
 from latentpedia.train.progress import TrainProgress
 from latentpedia.train.saes import TrainableSAE, make_sae
+from latentpedia.train.target_l0 import L0Controller
 
 INIT_TOKENS = 8192  # tokens used to estimate the input scale and b_dec
 CALIBRATION_TOKENS = 16_384  # tokens used to fit inference thresholds (BatchTopK)
@@ -54,16 +55,21 @@ class SAERun:
     max_norm: float = math.inf  # raw-activation norm above which a token is an outlier (dropped)
     tokens_since_fired: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    l0_controller: L0Controller | None = None  # relu / jumprelu steered to a target L0
 
     def state(self) -> dict[str, Any]:
         return {"sae": self.sae.state_dict(), "opt": self.optimizer.state_dict(), "scale": self.scale, "max_norm": self.max_norm,
-                "tokens_since_fired": self.tokens_since_fired, "metrics": self.metrics}
+                "tokens_since_fired": self.tokens_since_fired, "metrics": self.metrics,
+                "l0_controller": self.l0_controller.state() if self.l0_controller else None}
 
     def load(self, state: dict[str, Any]) -> None:
         self.sae.load_state_dict(state["sae"])
         self.optimizer.load_state_dict(state["opt"])
         self.scale, self.metrics, self.max_norm = state["scale"], state["metrics"], state["max_norm"]
         self.tokens_since_fired = state["tokens_since_fired"]
+        if state.get("l0_controller"):
+            self.l0_controller = L0Controller.from_state(state["l0_controller"])
+            self.sae.settings.l1_coefficient = self.l0_controller.coefficient
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 30) -> torch.Tensor:
@@ -115,7 +121,9 @@ class Trainer:
         lr = self.config.lr_for(width)
         optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
         name = sae_name(hook, sae.name, width)
-        return SAERun(name, hook, sae, optimizer, lr, tokens_since_fired=torch.zeros(width, dtype=torch.long))
+        target = self.config.steered_l0
+        controller = L0Controller(target, sae.settings.l1_coefficient) if target else None
+        return SAERun(name, hook, sae, optimizer, lr, tokens_since_fired=torch.zeros(width, dtype=torch.long), l0_controller=controller)
 
     # ------------------------------------------------------------------ setup and checkpoints
 
@@ -133,6 +141,8 @@ class Trainer:
             x = x * run.scale
             center = geometric_median(x) if self.config.b_dec_init == "geometric_median" else x.mean(0)
             run.sae.b_dec.copy_(center)
+            if run.l0_controller is not None and hasattr(run.sae, "start_at_l0"):  # JumpReLU: thresholds near the target L0
+                run.sae.start_at_l0(x, run.l0_controller.target)
 
     def _save_checkpoint(self) -> None:
         state = {"identity": self.config.identity(), "step": self.step, "rng": self.generator.get_state(),
@@ -208,6 +218,9 @@ class Trainer:
         acts = out.acts.detach()
         sae.after_step(acts)
         self._track(run, x, out, acts)
+        if run.l0_controller is not None:  # steer the sparsity coefficient towards the target L0
+            batch_l0 = float((acts > 0).sum(-1).float().mean())
+            sae.settings.l1_coefficient = run.l0_controller.update(batch_l0, adapting=self.step < (1 - config.decay_fraction) * config.n_steps)
         if sae.revives_by_resampling and (self.step + 1) % config.resample_every == 0 and config.lr_factor(self.step) >= 1:
             self._resample(run, x, out.recon.detach())
 
@@ -264,7 +277,7 @@ class Trainer:
         for run in self.runs:
             info = {"hook": run.hook, "tokens": self.step * self.config.batch_size, "steps": self.step, "max_input_norm": None if math.isinf(run.max_norm) else run.max_norm,
                     "seconds": round(seconds, 1), "tokens_per_second": round(rate), "lr": run.base_lr,
-                    "k": self.config.k, "l1_coefficient": run.sae.settings.l1_coefficient,
+                    "k": self.config.k, "l1_coefficient": run.sae.settings.l1_coefficient, "target_l0": self.config.steered_l0,
                     "training_metrics": {k: round(v, 5) for k, v in run.metrics.items()}}
             path = write_saelens(Path(self.config.out_dir) / run.name, run.sae, hook=run.hook,
                                  model_id=self.config.model_id, scale=run.scale, info=info)

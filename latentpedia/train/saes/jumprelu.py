@@ -71,5 +71,14 @@ class JumpReLUSAE(TrainableSAE):
         loss = self.settings.l1_coefficient * l0
         return loss, {"l0_loss": float(loss.detach())}
 
+    @torch.no_grad()
+    def start_at_l0(self, x: torch.Tensor, target_l0: float) -> None:
+        """Thresholds at each latent's (1 - target_l0 / d_sae) quantile of its pre-activations on
+        `x` (scaled inputs), so training starts near the target L0: Adam moves log-thresholds by
+        about lr per step, too slowly to climb from a small constant in a few hundred steps."""
+        pre = self.pre_activations(x)
+        q = 1 - min(1.0, target_l0 / self.settings.d_sae)
+        self.log_threshold.copy_(torch.quantile(pre, q, dim=0).clamp_min(self.settings.init_threshold).log())
+
     def buffers_to_export(self) -> dict[str, torch.Tensor]:
         return {"threshold": self.log_threshold.exp()}
