@@ -5,13 +5,21 @@ exactly from it; plain Neuronpedia rows are converted field by field (docs/neuro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from latentpedia.engine.tokens import TokenText
 from latentpedia.exchange.jsonl import Fields
 from latentpedia.exchange.np_layout import EXTRA
+from latentpedia.store.accounts import CommunityError
+from latentpedia.store.community import SCORE_STATUSES, check_text
 
 MAX_WINDOW = 65_535  # example positions are uint16
+
+
+class ErrorSite(Protocol):
+    """Where a value came from (a file row, a request body): makes the error naming it."""
+
+    def error(self, name: str, problem: str) -> Exception: ...
 
 
 class TokenMapper:
@@ -26,7 +34,7 @@ class TokenMapper:
             self.ids.setdefault(text, i)
         self.grown = False
 
-    def id_of(self, text: str, row: Fields, name: str) -> int:
+    def id_of(self, text: str, row: ErrorSite, name: str) -> int:
         found = self.ids.get(text)
         if found is not None:
             return found
@@ -38,10 +46,10 @@ class TokenMapper:
         self.grown = True
         return len(self.vocab) - 1
 
-    def ids_of(self, texts: list[str], row: Fields, name: str) -> list[int]:
+    def ids_of(self, texts: list[str], row: ErrorSite, name: str) -> list[int]:
         return [self.id_of(t, row, f"{name}[{i}]") for i, t in enumerate(texts)]
 
-    def carried_ids(self, ids: Any, texts: list[str], row: Fields, name: str) -> list[int]:
+    def carried_ids(self, ids: Any, texts: list[str], row: ErrorSite, name: str) -> list[int]:
         """Token ids carried beside the texts when they decode to exactly those texts, else the
         texts mapped one by one."""
         n = len(self.texts)
@@ -204,7 +212,10 @@ def parse_activation(row: Fields, mapper: TokenMapper) -> ExampleIn:
 def parse_explanation(row: Fields) -> ExplanationIn:
     """An Explanation row (scores and votes from EXTRA when present)."""
     index = row.integer("index", minimum=0)
-    text = row.text("description")
+    try:
+        text = check_text("explanation", row.text("description"))
+    except CommunityError as err:
+        raise row.error("description", str(err)) from None
     method = row.text("typeName", required=False, default="neuronpedia")
     model = row.text("explanationModelName", required=False)
     extra = row.mapping(EXTRA)
@@ -217,6 +228,8 @@ def parse_explanation(row: Fields) -> ExplanationIn:
     scores = extra.get("scores") or []
     if not isinstance(scores, list) or not all(isinstance(s, dict) and s.get("scorer") for s in scores):
         raise row.error(f"{EXTRA}.scores", "expected a list of score objects with a scorer")
+    if any(s.get("status") not in SCORE_STATUSES for s in scores):
+        raise row.error(f"{EXTRA}.scores", f"a score's status is one of {SCORE_STATUSES}")
     return ExplanationIn(index, text, method, model, extra.get("prompt_version"), extra.get("author"),
                          extra.get("details") or {}, extra.get("ordinal"), scores,
                          [(str(u), int(v)) for u, v in votes])  # fmt: skip

@@ -21,7 +21,6 @@ from latentpedia.store import codec
 from latentpedia.store.accounts import CommunityError
 from latentpedia.store.api import Store
 from latentpedia.store.bulk import bulk_insert
-from latentpedia.store.community import SCORE_STATUSES, check_text
 from latentpedia.store.community_schema import Explanation, ExplanationScore, Vote
 from latentpedia.store.records import ExampleBatch, LatentStats
 from latentpedia.store.results import EXAMPLE_COLUMNS, LATENT_COLUMNS, example_rows, latent_rows
@@ -83,12 +82,12 @@ def place_windows(plan: SourcePlan) -> dict[int, list[int]]:
     return windows
 
 
-def example_batch(examples: list[ExampleIn], folder: Path) -> ExampleBatch:
+def example_batch(examples: list[ExampleIn], where: str | Path) -> ExampleBatch:
     """The examples as one ExampleBatch (sorted by latent, kind, group, rank; duplicates refused)."""
     ordered = sorted(examples, key=lambda e: (e.index, e.kind, e.group, e.rank))
     keys = [(e.index, e.kind, e.group, e.rank) for e in ordered]
     if len(set(keys)) != len(keys):
-        raise InvalidInputError("two activations share a latent, kind, group and rank", folder)
+        raise InvalidInputError("two activations share a latent, kind, group and rank", where)
     offsets, positions, values = [0], [], []
     for e in ordered:
         dense = np.asarray(e.values, dtype=np.float32)
@@ -196,15 +195,10 @@ def _explanations(session: Any, plan: SourcePlan, source_id: int, users: dict[st
     """Explanations in (latent, ordinal) order, then their scores (baselines resolved within the
     source) and votes."""
     ordered = sorted(enumerate(plan.explanations), key=lambda p: (p[1].index, p[1].ordinal if p[1].ordinal is not None else p[0]))
-    values = []
-    for _, x in ordered:
-        try:
-            text = check_text("explanation", x.text)
-        except CommunityError as err:
-            raise InvalidInputError(f"explanation of latent {x.index}: {err}", plan.folder) from None
-        values.append(dict(source_id=source_id, latent_index=x.index, text=text, method=x.method,
-                           explainer_model=x.explainer_model, prompt_version=x.prompt_version,
-                           author_id=users.get(x.author) if x.author else None, details=x.details))  # fmt: skip
+    values = [dict(source_id=source_id, latent_index=x.index, text=x.text, method=x.method,
+                   explainer_model=x.explainer_model, prompt_version=x.prompt_version,
+                   author_id=users.get(x.author) if x.author else None, details=x.details)
+              for _, x in ordered]  # fmt: skip
     if not values:
         return
     ids = list(session.scalars(insert(Explanation).returning(Explanation.id, sort_by_parameter_order=True), values))
@@ -215,7 +209,7 @@ def _explanations(session: Any, plan: SourcePlan, source_id: int, users: dict[st
         ref[(x.index, ordinal)] = new_id
     scores, votes = [], []
     for (_, x), new_id in zip(ordered, ids, strict=True):
-        scores += [_score_values(s, new_id, ref, plan.folder) for s in x.scores]
+        scores += [_score_values(s, new_id, ref) for s in x.scores]
         votes += [dict(user_id=users[u], explanation_id=new_id, value=v) for u, v in x.votes]
     if scores:
         session.execute(insert(ExplanationScore), scores)
@@ -223,9 +217,7 @@ def _explanations(session: Any, plan: SourcePlan, source_id: int, users: dict[st
         session.execute(insert(Vote), votes)
 
 
-def _score_values(score: dict[str, Any], explanation_id: int, ref: dict[tuple[int, int], int], folder: Path) -> dict[str, Any]:
-    if score.get("status") not in SCORE_STATUSES:
-        raise InvalidInputError(f"a score's status is 'ok' or 'error', not {score.get('status')!r}", folder)
+def _score_values(score: dict[str, Any], explanation_id: int, ref: dict[tuple[int, int], int]) -> dict[str, Any]:
     baseline = score.get("baseline")
     keys = ("scorer", "scorer_model", "prompt_version", "status", "score", "baseline_score", "error")
     return {
