@@ -163,10 +163,11 @@ class Attributor:
         for layer, g in enumerate(g_layers):
             mask = nodes.features[:, 0] == layer
             idx = mask.nonzero(as_tuple=True)[0]
-            if idx.numel():
+            if idx.numel():  # one matmul against the layer's active decoder rows, then a gather
                 pos, index = nodes.features[idx, 1], nodes.features[idx, 2]
-                dots = torch.einsum("bfd,fd->bf", g[:, pos], self.decoders[layer][index])
-                row[:, idx] = dots * nodes.activations[idx]
+                active, slot = torch.unique(index, return_inverse=True)
+                dots = (g @ self.decoders[layer][active].T).reshape(B, -1)  # [B, T * n_active]
+                row[:, idx] = dots[:, pos * active.numel() + slot] * nodes.activations[idx]
             start = nodes.error_start + layer * T
             row[:, start:start + T] = torch.einsum("btd,td->bt", g, self.errors[layer])
         row[:, nodes.token_start:nodes.logit_start] = torch.einsum("btd,td->bt", g_embed, self.run.embeds)
