@@ -39,6 +39,7 @@ from latentpedia.store.accounts import AccountMethods
 from latentpedia.store.base import make_engine, to_record
 from latentpedia.store.corpora import CorpusMethods
 from latentpedia.store.jobs import JobMethods
+from latentpedia.store.graphs import GraphMethods
 from latentpedia.store.lists import ListMethods
 from latentpedia.store.migrate import upgrade
 from latentpedia.store.records import ModelRecord, SourceRecord
@@ -53,7 +54,7 @@ class SourceConflictError(LatentpediaError):
     """A source name already used for a different hook, width, corpus or file."""
 
 
-class Store(CorpusMethods, ResultMethods, JobMethods, AccountMethods, ListMethods):
+class Store(CorpusMethods, ResultMethods, JobMethods, AccountMethods, ListMethods, GraphMethods):
     """An atlas database. Open with `Store.open(url)`; close with `close()` or `with`."""
 
     def __init__(self, engine: Engine):

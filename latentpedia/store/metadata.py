@@ -4,9 +4,9 @@ it from here; a module with new tables is imported here (and gets a migration)."
 
 from __future__ import annotations
 
-from latentpedia.store import community_schema, schema
+from latentpedia.store import community_schema, graphs, schema
 from latentpedia.store.schema import Base
 
-TABLE_MODULES = (schema, community_schema)
+TABLE_MODULES = (schema, community_schema, graphs)
 
 __all__ = ["TABLE_MODULES", "Base"]
