@@ -83,6 +83,11 @@ class GraphMethods:
                 raise NotFoundError(f"no graph {public_id!r}")
             return _record(row)
 
+    def graph_public_id(self, row_id: int) -> str | None:
+        """The public id of the graph with row id `row_id` (a subgraph's parent), if it exists."""
+        with self._read() as session:
+            return session.scalar(select(Graph.public_id).where(Graph.id == row_id))
+
     def list_graphs(self, *, model_id: str | None = None, limit: int = 50) -> list[GraphRecord]:
         """The newest graphs first (of one model if given)."""
         query = select(Graph).order_by(Graph.id.desc()).limit(limit)
