@@ -21,7 +21,8 @@ from latentpedia.store.api import Store
 
 FORMATS = ("jsonl", "parquet")
 _BATCH = 4096
-_JSON = pa.string()  # a JSON text column
+_JSON = pa.string()  # a JSON text column (named in JSON_COLUMNS)
+JSON_COLUMNS = frozenset({"spec", "meta", "hist", "logits", "aligned", "correlated", "details"})
 _KEY = [("model", pa.string()), ("source", pa.string())]
 SCHEMAS: dict[str, pa.Schema] = {
     "models": pa.schema([
@@ -96,8 +97,8 @@ def write_dump(store: Store, out: Path, fmt: str, *, models: list[str] | None = 
     return counts
 
 
-def _arrow_value(value: Any, kind: pa.DataType) -> Any:
-    return codec.dumps(value) if kind == _JSON and value is not None else value
+def _arrow_value(value: Any, column: str) -> Any:
+    return codec.dumps(value) if column in JSON_COLUMNS and value is not None else value
 
 
 def write_parquet(path: Path, table: str, rows: Iterable[dict[str, Any]]) -> int:
@@ -118,6 +119,6 @@ def write_parquet(path: Path, table: str, rows: Iterable[dict[str, Any]]) -> int
 
 
 def _write_batch(writer: pq.ParquetWriter, schema: pa.Schema, rows: list[dict[str, Any]]) -> int:
-    columns = {f.name: [_arrow_value(row[f.name], f.type) for row in rows] for f in schema}
+    columns = {f.name: [_arrow_value(row[f.name], f.name) for row in rows] for f in schema}
     writer.write_table(pa.table(columns, schema=schema))
     return len(rows)
