@@ -161,6 +161,7 @@ def upload_batch(store: Store, model_id: str, source_name: str, features: list[d
     with store._begin() as session:
         source = _target(session, model_id, source_name, d_sae, hook_name, width)
         _check_features(features, source.d_sae)
+        source.built_at = utcnow()  # the latents changed: cached feature pages are stale
         _append_windows(session, session.get(Corpus, source.corpus_id), examples)
         batch = example_batch(examples, f"upload-batch {model_id}/{source_name}")
         indices = [f["index"] for f in features]
