@@ -184,7 +184,7 @@ def _source(session: Any, plan: SourcePlan, identity: dict[str, Any], corpus_id:
     meta = {**(extra.get("meta") or {}), "static": not live,
             "import": {"format": "neuronpedia", "digest": plan.digest, "folder": str(plan.folder)}}  # fmt: skip
     source = Source(model_id=plan.model_id, name=plan.name, status=SOURCE_READY, corpus_id=corpus_id,
-                    n_tokens=n_tokens, format=extra.get("format") or "neuronpedia", path=path, meta=meta,
+                    n_tokens=n_tokens, format=extra["format"] if "format" in extra else "neuronpedia", path=path, meta=meta,
                     built_at=utcnow(), **identity)  # fmt: skip
     session.add(source)
     session.flush()
