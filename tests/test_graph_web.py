@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from latentpedia.web import create_app
 from latentpedia.web.compute import COMPUTE_EXTENSION
-from latentpedia.web.ratelimit import RateLimiter
+from latentpedia.web.ratelimit import PromptLimits, RateLimiter
 from tests.graph_atlas import graph_atlas
 
 PROMPT = "The function returns a list of the values"
@@ -66,6 +66,12 @@ def test_generate_is_a_compute_route_and_refuses_bad_input(client, atlas):
     r = client.post("/api/graph/generate", json={"modelId": model, "prompt": PROMPT, "sources": ["9-tc-none"]})
     assert r.status_code == 404
     assert client.get("/api/graph/unknown").status_code == 404
+    client.app.state.prompt_limits = PromptLimits(max_chars=10_000, max_tokens=5)
+    try:
+        r = client.post("/api/graph/generate", json={"modelId": model, "prompt": PROMPT})
+        assert r.status_code == 413 and "tokens" in r.json()["detail"]
+    finally:
+        del client.app.state.prompt_limits
 
 
 def test_subgraphs_need_a_user_and_real_nodes(client, atlas, generated):

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from latentpedia.errors import InvalidInputError, LatentpediaError
+from latentpedia.experiments.common import prompt_ids
 from latentpedia.experiments.graph import AttributionConfig, generate_graph, parse_graph
 from latentpedia.store.api import Store
 from latentpedia.web import graph_schemas as S
@@ -23,11 +24,11 @@ from latentpedia.web.auth import CurrentUser, OptionalUser
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.live import LiveDep
 from latentpedia.web.pages.common import NotFoundError
-from latentpedia.web.ratelimit import PromptLimitsDep, check_text, compute_route
+from latentpedia.web.ratelimit import PromptLimitsDep, check_text, check_tokens, compute_route
 from latentpedia.web.render import render_page
 
 router = APIRouter(tags=["graphs"])
-COMPUTE = compute_route(too_long="prompt over the character limit", invalid="invalid input: no transcoders, bad thresholds, unsupported model")
+COMPUTE = compute_route(too_long="prompt over the character or token limit", invalid="invalid input: no transcoders, bad thresholds, unsupported model")
 GENERATE_TIMEOUT = 900.0  # seconds: attribution is many backward passes on the CPU
 
 
@@ -81,6 +82,7 @@ async def generate_route(body: S.GraphGenerateRequest, store: StoreDep, live: Li
                                    max_feature_nodes=body.maxFeatureNodes)
 
         def work(m):
+            check_tokens(len(prompt_ids(m, body.prompt, max_tokens=10**9)), limits)  # 413 over the live limit
             sources = [live.source(m, record) for record in records]
             return generate_graph(m, body.prompt, sources, slug=body.slug, node_threshold=body.nodeThreshold,
                                   edge_threshold=body.edgeThreshold, config=config)
