@@ -69,3 +69,24 @@ def test_train_transcoders_command(atlas, tmp_path):
     assert load_sae(out / folders[1]).kind == "transcoder"
     bad = runner.invoke(app, ["train-transcoders", "--model", spec, "--layers", "7", "--no-import", "--out", str(out)])
     assert bad.exit_code == 2
+
+
+def test_trained_transcoders_join_the_atlas_with_dashboards(atlas, tmp_path):
+    community, _, spec = atlas
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("for key, value in mapping.items():\n    print(key, value)\n" * 60)
+    result = runner.invoke(app, ["train-transcoders", "--model", spec, "--layers", "1", "--width", "24", "--k", "3",
+                                 "--tokens", "256", "--window", "33", "--corpus", str(corpus), "--eval-tokens", "64",
+                                 "--out", str(tmp_path / "tc"), "--db", community.url, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    store = Store.open(community.url)
+    try:
+        source = store.get_source(community.model, "1-tc-topk-24")
+        assert source.kind == "transcoder" and source.status == "ready"
+        assert source.hook_name == "blocks.1.ln2.hook_normalized"
+        assert "explained_variance" in source.meta["quality"] and "replacement" in source.meta["quality"]
+        assert store.count_latents(source.id) == 24
+        fired = [i for i in range(24) if (store.get_latent(source.id, i) or {}).get("max_act", 0) > 0]
+        assert fired and store.get_examples(source.id, fired[0])
+    finally:
+        store.close()
