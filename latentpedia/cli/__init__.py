@@ -9,6 +9,7 @@
 | `experiments` | steer, ablate, patch, logit-lens, dla |
 | `users` | user add / list / key / revoke / set |
 | `exchange` | import-neuronpedia, export |
+| `lab` | toy, bench-saes, saebench |
 | `circuits` | train-transcoders, graph |
 """
 
@@ -18,12 +19,12 @@ import os
 
 import typer
 
-from latentpedia.cli import atlas, circuits, exchange, experiments, interp, train, users
+from latentpedia.cli import atlas, circuits, exchange, experiments, interp, lab, train, users
 
 app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SAE latents of language models do.", no_args_is_help=True)
 
 # Groups whose commands sit at the top level (`latentpedia build`, `latentpedia steer`, ...).
-TOP_LEVEL = (atlas, train, interp, experiments, exchange, circuits)
+TOP_LEVEL = (atlas, train, interp, experiments, lab, exchange, circuits)
 # Groups under a name (`latentpedia user add`).
 NAMED = {"user": users}
 GROUPS = (*TOP_LEVEL, *NAMED.values())

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from latentpedia.lab.toy import one_thread
+
 FUNCTION_WORDS = frozenset("""
 a an the this that these those my your his her its our their some any no every each either neither
 of in on at by for with from to into onto upon about above below under over between among through during
@@ -47,11 +49,14 @@ class ProbeTask:
     positions: list[int] | None = None  # token tasks: the position of the labelled token in its window
 
 
+SNIPPET_CHARS = 600  # enough text for a 48-token window; tokenizing whole documents is slow
+
+
 def _windows(texts: list[str], encode, length: int, limit: int) -> list[list[int]]:
     """The first `length` tokens of each text long enough, at most `limit` of them."""
     out = []
     for text in texts:
-        ids = encode(text)
+        ids = encode(text[:SNIPPET_CHARS])
         if len(ids) >= length:
             out.append(ids[:length])
         if len(out) >= limit:
@@ -59,12 +64,28 @@ def _windows(texts: list[str], encode, length: int, limit: int) -> list[list[int
     return out
 
 
-def _texts(kind: str, seed: int) -> list[str]:
-    from latentpedia.corpus.default import pydoc_documents, stdlib_documents
+def _code_snippet(path) -> str | None:
+    """Source from a module's first top-level def or class on (past its docstring and license)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    starts = [i for i in (text.find("\ndef "), text.find("\nclass ")) if i >= 0]
+    return text[min(starts) + 1:][:SNIPPET_CHARS] if starts else None
 
-    docs = [d.text for d in pydoc_documents()] if kind == "prose" else [d.text for d in stdlib_documents()[1]]
-    random.Random(seed).shuffle(docs)
-    return docs
+
+def _texts(kind: str, seed: int, count: int = 600) -> list[str]:
+    """Prose: CPython's documentation topics; code: snippets of standard-library modules."""
+    from latentpedia.corpus.default import pydoc_documents, stdlib_files
+
+    rng = random.Random(seed)
+    if kind == "prose":
+        docs = [d.text[:SNIPPET_CHARS] for d in pydoc_documents()]
+        rng.shuffle(docs)
+        return docs[:count]
+    files = stdlib_files()
+    picked = rng.sample(files, min(len(files), count))
+    return [t for t in map(_code_snippet, picked) if t]
 
 
 def code_vs_prose(encode, *, length: int = 48, per_class: int = 64, seed: int = 0) -> ProbeTask:
@@ -82,8 +103,10 @@ def token_task(name: str, kind: str, is_positive, token_text, encode, *, length:
     for window in _windows(_texts(kind, seed), encode, length, 8 * per_class):
         for pos in range(2, length):
             word = token_text(window[pos]).strip()
-            if WORD.match(word) and len(found[int(is_positive(word))]) < 4 * per_class:
+            if WORD.match(word) and len(found[int(is_positive(word))]) < 2 * per_class:
                 found[int(is_positive(word))].append((window, pos))
+        if min(len(rows) for rows in found.values()) >= 2 * per_class:
+            break
     picks = {label: rng.sample(rows, min(per_class, len(rows))) for label, rows in found.items()}
     rows = [(w, p, label) for label in (1, 0) for w, p in picks[label]]
     return ProbeTask(name, [w for w, _, _ in rows], [label for *_, label in rows], [p for _, p, _ in rows])
@@ -102,8 +125,13 @@ def offline_tasks(encode, token_text, *, seed: int = 0, per_class: int = 64) -> 
 
 
 def train_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 300, weight_decay: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Binary logistic regression on standardised features (full-batch Adam); (mean, std, w, b) folded
-    into (w, b) for raw x."""
+    """Binary logistic regression on standardised features (full-batch Adam): (w, b) for raw x,
+    the standardisation folded in."""
+    with one_thread():  # small matrices: a second intra-op thread only spins (lab/toy.py)
+        return _fit_logistic(x, y, steps, weight_decay)
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, steps: int, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
     w = torch.zeros(x.shape[1], requires_grad=True)

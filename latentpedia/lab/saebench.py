@@ -33,7 +33,7 @@ MIN_WORDS_PER_LETTER = 4
 METRICS = ("absorption", "sparse_probing", "autointerp")
 
 
-def hook_activations(model, windows: list[list[int]], hook: str, positions: list[int] | None, *, batch: int = 16) -> torch.Tensor:
+def hook_activations(model, windows: list[list[int]], hook: str, positions: list[int] | None, *, batch: int = 64) -> torch.Tensor:
     """[n, d] activations at `hook`: at `positions` (one per window) or mean-pooled over each
     window (BOS, position 0, left out). Windows must have equal length."""
     from latentpedia.models.hooks import run_with_cache
