@@ -84,7 +84,7 @@ def _rows(parameters: Any, executemany: bool) -> Sequence[Any]:
 def check_parameters(parameters: Any, names: Sequence[str] | None = None) -> None:
     """Raise InvalidTextError for the first string parameter that cannot be stored."""
     for name, value in _named(parameters, names):
-        problem = text_problem(value) if type(value) is str else None
+        problem = text_problem(value) if isinstance(value, str) else None
         if problem is not None:
             raise InvalidTextError(field_name(name), problem)
 
