@@ -215,7 +215,7 @@ def test_lab_pages_render_in_chromium(served):
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda err: errors.append(str(err)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
             page.on("dialog", lambda dialog: (errors.append(dialog.message), dialog.dismiss()))
             page.goto(f"{served}/benchmarks")
             assert page.locator("#bench-table tbody tr").count() == 2
