@@ -12,6 +12,7 @@ from rich.table import Table
 from latentpedia.cli.common import COUNT, NON_NEGATIVE, POSITIVE_FLOAT, WINDOW, DbOpt, ModelOpt, ProgressOpt
 from latentpedia.cli.common import clear_errors, console, layer_numbers, log, open_store
 from latentpedia.config import DEFAULT_MODEL_ID
+from latentpedia.experiments.registry import EXPERIMENTS
 
 app = typer.Typer()
 
@@ -63,7 +64,7 @@ def _sources(m, db: str, names: list[str] | None):
     return [load_source(store, m, r.name) for r in records], store
 
 
-@app.command("graph")
+@app.command("graph", help=EXPERIMENTS["graph"].description)
 def graph(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="the text whose next-token prediction to explain")],
     source: Annotated[Optional[list[str]], typer.Option("--source", help="transcoder source or folder; repeatable (default: every transcoder in the atlas)")] = None,
@@ -76,7 +77,7 @@ def graph(
     model: ModelOpt = DEFAULT_MODEL_ID,
     db: DbOpt = "",
 ) -> None:
-    """Attribution graph of a prompt: which transcoder latents, errors and tokens drive the top logits."""
+    """Attribution graph of a prompt (help text: the experiments registry)."""
     from latentpedia.experiments.graph import AttributionConfig, generate_graph
     from latentpedia.models import load_model
 

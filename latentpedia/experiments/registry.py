@@ -28,6 +28,7 @@ _ENTRIES = (
     Experiment("patch", "Activation patching: layer x position heatmap of the normalised logit difference, clean vs corrupted.", "patch", "POST /api/patch", "patching.py", on_page=True),
     Experiment("logit-lens", "Logit lens: each layer's top next-token predictions at each position.", "logit-lens", "POST /api/logit-lens", "lens.py", on_page=True),
     Experiment("dla", "Direct logit attribution of a target token: over components, a source's latents, or one latent per position.", "dla", "POST /api/dla", "lens.py"),
+    Experiment("graph", "Attribution graph: which transcoder latents, errors and tokens drive the top next-token logits (pin, group, share at /graph).", "graph", "POST /api/graph/generate", "graph/"),
 )  # fmt: skip
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in _ENTRIES}
