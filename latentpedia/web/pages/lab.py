@@ -39,7 +39,7 @@ def train_toy_result(request: ToyRequest) -> ToyResult:
     started = time.perf_counter()
     sparsities = toy_sparsities(request.sparsity)
     config = ToyConfig(n_features=request.n_features, n_hidden=request.n_hidden, importance_decay=request.importance_decay,
-                       sparsities=sparsities, steps=request.steps, batch_size=512, seed=request.seed)
+                       sparsities=sparsities, steps=request.steps, batch_size=256, lr=4e-3, seed=request.seed)
     models = train_toy(config)
     selected = sparsities.index(round(request.sparsity, 6))
     W = models.W[selected]
