@@ -123,3 +123,15 @@ def test_coefficient_architectures_land_near_the_target_l0(small_benchmark):
             assert math.isfinite(row["l1_coefficient"])
     table = markdown_table(small_benchmark)
     assert table.count("\n") == 1 + len(small_benchmark) and "| topk |" in table
+
+
+def test_jumprelu_thresholds_start_at_the_target_l0():
+    """Thresholds at each latent's quantile give the target L0 from the first step, at atlas
+    sizes too (8,192 tokens x 4,608 latents is over torch.quantile's input limit)."""
+    from latentpedia.train.saes import SAESettings, make_sae
+
+    sae = make_sae(SAESettings("jumprelu", d_in=64, d_sae=4608), torch.Generator().manual_seed(0))
+    x = torch.randn(8192, 64, generator=torch.Generator().manual_seed(1)) * 2
+    sae.start_at_l0(x, 32.0)
+    l0 = float((sae.encode(x) > 0).sum(-1).float().mean())
+    assert l0 == pytest.approx(32.0, rel=0.05)

@@ -77,8 +77,9 @@ class JumpReLUSAE(TrainableSAE):
         `x` (scaled inputs), so training starts near the target L0: Adam moves log-thresholds by
         about lr per step, too slowly to climb from a small constant in a few hundred steps."""
         pre = self.pre_activations(x)
-        q = 1 - min(1.0, target_l0 / self.settings.d_sae)
-        self.log_threshold.copy_(torch.quantile(pre, q, dim=0).clamp_min(self.settings.init_threshold).log())
+        rank = max(1, min(len(pre), round(len(pre) * (1 - target_l0 / self.settings.d_sae))))
+        quantile = pre.kthvalue(rank, dim=0).values  # torch.quantile refuses > 16M elements (8k tokens x 4.6k latents)
+        self.log_threshold.copy_(quantile.clamp_min(self.settings.init_threshold).log())
 
     def buffers_to_export(self) -> dict[str, torch.Tensor]:
         return {"threshold": self.log_threshold.exp()}
