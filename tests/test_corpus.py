@@ -45,7 +45,7 @@ def test_pack_windows_puts_bos_first_and_separates_documents():
 
 
 def test_too_little_text_is_an_error():
-    with pytest.raises(ValueError, match="fewer tokens than one window"):
+    with pytest.raises(InvalidInputError, match="fewer tokens than one window"):
         pack_windows([Document("ab", "text", "a")], char_tokenize, bos_id=0, sep_id=1, window_len=10, max_tokens=100)
 
 

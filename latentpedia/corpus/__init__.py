@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 from latentpedia.corpus.default import DEFAULT_SEED, default_documents, interleave
 from latentpedia.corpus.readers import read_corpus
-from latentpedia.corpus.windows import TokenizedCorpus, pack_windows
+from latentpedia.corpus.windows import TokenizedCorpus, check_window_budget, pack_windows
 
 if TYPE_CHECKING:
     from latentpedia.models.loader import LoadedModel
 
 DEFAULT_CORPUS = "default"
-__all__ = ["DEFAULT_CORPUS", "TokenizedCorpus", "prepare_corpus", "tokenizer_fn"]
+__all__ = ["DEFAULT_CORPUS", "TokenizedCorpus", "check_window_budget", "prepare_corpus", "tokenizer_fn"]
 
 
 def tokenizer_fn(model: LoadedModel):
@@ -39,7 +39,9 @@ def prepare_corpus(
     seed: int = DEFAULT_SEED,
     text_field: str = "text",
 ) -> TokenizedCorpus:
-    """Tokenize `corpus` ("default" or a path) into windows for `model`."""
+    """Tokenize `corpus` ("default" or a path) into windows for `model`; InvalidInputError for a
+    budget or window length that makes no window, and for a corpus too short for one."""
+    check_window_budget(window_len, n_tokens)
     if str(corpus) == DEFAULT_CORPUS:
         prose, code = default_documents(seed)
         docs = interleave(prose, code)
@@ -54,6 +56,7 @@ def prepare_corpus(
         sep_id=separator_id(model),
         window_len=window_len,
         max_tokens=n_tokens,
+        origin=None if str(corpus) == DEFAULT_CORPUS else corpus,
     )
     result.spec = {**spec, "model": model.id, "window_len": window_len, "max_tokens": n_tokens}
     return result

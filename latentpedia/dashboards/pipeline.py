@@ -8,6 +8,7 @@ built yet, and write each source's results in one transaction.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from latentpedia.dashboards.cached import CachedActivations
 from latentpedia.dashboards.checkpoint import crash_point
 from latentpedia.dashboards.runner import BuildPlan, BuildRun, interrupted_plan
 from latentpedia.config import data_dir
-from latentpedia.corpus import DEFAULT_CORPUS, TokenizedCorpus, prepare_corpus
+from latentpedia.corpus import DEFAULT_CORPUS, TokenizedCorpus, check_window_budget, prepare_corpus
 from latentpedia.engine.resolve import resolve_source
 from latentpedia.errors import InvalidInputError
 from latentpedia.models.hooks import hook_width
@@ -51,6 +52,22 @@ class BuildRequest:
     # pass; only the windows the cache covers): how freshly trained SAEs get their dashboards.
     from_cache: bool = False
 
+    def check(self) -> None:
+        """InvalidInputError for the first setting out of range (called before anything is
+        loaded or written, so the CLI, the API and jobs refuse the same requests)."""
+        for name, minimum in (("n_tokens", 1), ("window_len", 2), ("batch_size", 1), ("cache_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise InvalidInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+        if isinstance(self.checkpoint_seconds, bool) or not isinstance(self.checkpoint_seconds, (int, float)) \
+                or not math.isfinite(self.checkpoint_seconds) or self.checkpoint_seconds < 0:
+            raise InvalidInputError(f"checkpoint_seconds must be a number of at least 0, got {self.checkpoint_seconds!r}")
+        if self.corpus != ATLAS_CORPUS:
+            check_window_budget(self.window_len, self.n_tokens)
+        for name in ("sources", "cache_hooks"):
+            if not all(isinstance(item, str) and item for item in getattr(self, name)):
+                raise InvalidInputError(f"{name} must be a list of non-empty strings, got {getattr(self, name)!r}")
+
 
 def register_model(store: Store, model: LoadedModel) -> None:
     store.upsert_model(
@@ -67,7 +84,8 @@ def activation_dir(model_id: str, corpus_hash: str) -> Path:
     return data_dir() / "activations" / f"{model_id}-{corpus_hash[:12]}"
 
 
-def _corpus(store: Store, model: LoadedModel, request: BuildRequest, log) -> tuple[TokenizedCorpus, int]:
+def _corpus(store: Store, model: LoadedModel, request: BuildRequest, log) -> tuple[TokenizedCorpus, int | None]:
+    """The atlas's own corpus with its id, or the requested one tokenized (id None: not stored yet)."""
     if request.corpus == ATLAS_CORPUS:
         corpora = store.list_corpora(model.id)
         if corpora:
@@ -78,23 +96,29 @@ def _corpus(store: Store, model: LoadedModel, request: BuildRequest, log) -> tup
         request.corpus = DEFAULT_CORPUS
     log(f"corpus: tokenizing {request.corpus!r} up to {request.n_tokens:,} tokens")
     corpus = prepare_corpus(model, request.corpus, n_tokens=request.n_tokens, window_len=request.window_len, text_field=request.text_field)
-    corpus_id = store.add_corpus(
-        model.id, corpus.spec["name"], corpus.spec, request.window_len, corpus.windows,
+    return corpus, None
+
+
+def _store_corpus(store: Store, model: LoadedModel, corpus: TokenizedCorpus) -> int:
+    return store.add_corpus(
+        model.id, corpus.spec["name"], corpus.spec, corpus.windows.shape[1], corpus.windows,
         corpus.composition, corpus.content_hash, n_tokens=corpus.n_tokens,
     )  # fmt: skip
-    return corpus, corpus_id
 
 
 def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = None, sources: list[Source] | None = None, log=print) -> dict:
-    """Build (or resume, or extend) the atlas for `request`; returns a summary."""
+    """Build (or resume, or extend) the atlas for `request`; returns a summary. Everything the
+    request names (settings, sources, hooks, corpus) is checked before the store is written."""
+    request.check()
     model = model or load_model(request.model)
     sources = sources if sources is not None else [resolve_source(model, spec) for spec in request.sources]
     if not sources and not request.cache_hooks:
         raise InvalidInputError("no source to build: pass --source (e.g. 6-mlp or an SAE folder)")
     for hook in request.cache_hooks:
         hook_width(model, hook)
-    register_model(store, model)
     corpus, corpus_id = _corpus(store, model, request, log)
+    register_model(store, model)
+    corpus_id = corpus_id if corpus_id is not None else _store_corpus(store, model, corpus)
     registered = [(s, _register_source(store, model, s, corpus_id)) for s in sources]
     todo = [(s, pk) for s, pk in registered if request.rebuild or _needs_build(store, pk, corpus_id)]
     todo = _resume_superset(model, corpus.content_hash, registered, todo)

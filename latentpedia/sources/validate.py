@@ -2,8 +2,9 @@
 
 Every problem becomes `InvalidInputError(problem, path)` naming the file at fault and what is
 wrong with it: a missing file or key (named), a shape (expected vs got, in the file's own
-layout), NaN/Inf values (which tensor, how many), an unknown architecture, k out of range, an
-input width that is not the model hook's. Nothing here writes to disk.
+layout), a config value of the wrong type (which field), NaN/Inf values (which tensor, how
+many), an unknown architecture, no latents, k out of range, an input width that is not the model
+hook's. Nothing here writes to disk.
 """
 
 from __future__ import annotations
@@ -39,6 +40,39 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInputError(f"expected a JSON object, got {type(data).__name__}", path)
     return data
+
+
+# What a config value must be, by name (used in messages): format loaders declare, for every
+# config field they read, one of these (or a tuple of them) in a `CONFIG_TYPES` table.
+INT, NUMBER, STR, BOOL, OBJECT = "an integer", "a number", "a string", "true or false", "a JSON object"
+_IS: dict[str, Any] = {
+    INT: lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+    NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    STR: lambda v: isinstance(v, str),
+    BOOL: lambda v: isinstance(v, bool),
+    OBJECT: lambda v: isinstance(v, dict),
+}
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    """`cfg["a"]["b"]` for "a.b" (None when a part is missing or not an object)."""
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def check_config_types(cfg: Mapping[str, Any], types: Mapping[str, str | tuple[str, ...]], path: Path) -> None:
+    """InvalidInputError naming `path` and the field for the first value of the wrong type.
+
+    `types` maps dotted field names ("metadata.hook_name") to INT, NUMBER, STR, BOOL, OBJECT or
+    a tuple of them; list parents before their fields. Null counts as absent (the checks that
+    need a value report it missing)."""
+    for field, kinds in types.items():
+        value = _lookup(cfg, field)
+        kinds = (kinds,) if isinstance(kinds, str) else kinds
+        if value is not None and not any(_IS[kind](value) for kind in kinds):
+            raise InvalidInputError(f"config field {field!r} must be {' or '.join(kinds)}, got {json.dumps(value)}", path)
 
 
 def require_key(mapping: Mapping[str, Any], key: str, path: Path, what: str = "key",
@@ -132,6 +166,14 @@ def _dims(raw: RawSAE) -> dict[str, int]:
                 raw.weights_path,
             )
     dims = {"d_in": w.d_in, "d_sae": w.d_sae, "d_out": w.d_out}
+    for name, value in dims.items():
+        if value < 1:
+            tensor = "W_dec" if name == "d_out" else "W_enc"
+            raise InvalidInputError(
+                f"{name}={value}: an SAE needs at least one {'latent' if name == 'd_sae' else 'dimension'} "
+                f"({_label(raw, tensor)} has shape {_shape(raw, tensor, getattr(w, tensor).shape)})",
+                raw.weights_path,
+            )
     for name, declared in raw.declared.items():
         if declared is not None and int(declared) != dims[name]:
             raise InvalidInputError(

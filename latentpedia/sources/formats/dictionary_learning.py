@@ -22,13 +22,14 @@ from typing import Any
 
 import torch
 
-from latentpedia.errors import InvalidInputError
 from latentpedia.sources.formats.base import Format, RawSAE, as_int, broadcast, take
 from latentpedia.sources.hooknames import from_module_path, from_submodule_name
 from latentpedia.sources.sae import SAEWeights
-from latentpedia.sources.validate import read_json, read_torch_state, require_key, require_tensor
+from latentpedia.sources.validate import INT, OBJECT, STR, check_config_types, read_json, read_torch_state, require_key, require_tensor
 
 CFG_FILE, WEIGHTS_FILE = "config.json", "ae.pt"
+CONFIG_TYPES = {"trainer": OBJECT, "trainer.dict_class": STR, "trainer.submodule_name": STR,
+                "trainer.activation_dim": INT, "trainer.dict_size": INT, "trainer.k": INT}
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,8 @@ class DictionaryLearningFormat(Format):
     def read(self, folder: Path, hook_name: str | None) -> RawSAE:
         cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
         cfg = read_json(cfg_path)
+        check_config_types(cfg, CONFIG_TYPES, cfg_path)
         trainer = require_key(cfg, "trainer", cfg_path)
-        if not isinstance(trainer, dict):
-            raise InvalidInputError("'trainer' must be a JSON object", cfg_path)
         dict_class = str(require_key(trainer, "dict_class", cfg_path, label="'trainer.dict_class'"))
         state = read_torch_state(weights_path)
         origins: dict[str, tuple[str, bool]] = {}

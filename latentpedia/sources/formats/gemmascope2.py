@@ -16,10 +16,11 @@ from typing import Any
 from latentpedia.sources.formats.base import Format, RawSAE
 from latentpedia.sources.formats.gemmascope import jumprelu_weights, path_info
 from latentpedia.sources.hooknames import Hooks, from_gemma_scope_path, from_hf_hook_point
-from latentpedia.sources.validate import read_json, read_safetensors
+from latentpedia.sources.validate import STR, check_config_types, read_json, read_safetensors
 
 WEIGHTS_FILE, CFG_FILE = "params.safetensors", "config.json"
 _ARCHITECTURES = {"jump_relu": "jumprelu", "jumprelu": "jumprelu"}
+CONFIG_TYPES = {"architecture": STR, "hf_hook_point_in": STR, "hf_hook_point_out": STR}
 
 
 def _config_hooks(cfg: dict[str, Any]) -> Hooks | None:
@@ -43,6 +44,7 @@ class GemmaScope2Format(Format):
     def read(self, folder: Path, hook_name: str | None) -> RawSAE:
         weights_path, cfg_path = folder / WEIGHTS_FILE, folder / CFG_FILE
         cfg = read_json(cfg_path) if cfg_path.is_file() else {}
+        check_config_types(cfg, CONFIG_TYPES, cfg_path)
         origins: dict[str, tuple[str, bool]] = {}
         weights = jumprelu_weights(read_safetensors(weights_path), weights_path, origins)
         stored = str(cfg.get("architecture", "jump_relu"))

@@ -20,9 +20,17 @@ from latentpedia.sources.base import layer_of
 from latentpedia.sources.formats.base import Format, RawSAE, as_int, broadcast, first_key, take
 from latentpedia.sources.hooknames import transcoder_hooks
 from latentpedia.sources.sae import SAEWeights
-from latentpedia.sources.validate import read_json, read_safetensors, require_tensor
+from latentpedia.sources.validate import BOOL, INT, NUMBER, OBJECT, STR, check_config_types, read_json, read_safetensors, require_tensor
 
 CFG_FILE, WEIGHTS_FILE, SCALER_FILE = "cfg.json", "sae_weights.safetensors", "activation_scaler.json"
+# Every cfg.json field read here, with its type (old and new SAELens spellings).
+CONFIG_TYPES = {
+    "metadata": OBJECT, "activation_fn_kwargs": OBJECT, "architecture": STR, "activation_fn": STR,
+    "activation_fn_str": STR, "d_in": INT, "d_sae": INT, "d_out": INT, "k": INT, "activation_fn_kwargs.k": INT,
+    "hook_name": STR, "hook_point": STR, "hook_name_out": STR, "hook_head_index": INT, "metadata.hook_name": STR,
+    "metadata.hook_name_out": STR, "metadata.hook_head_index": INT, "apply_b_dec_to_input": BOOL,
+    "rescale_acts_by_decoder_norm": BOOL, "normalize_activations": (BOOL, STR), "norm_scaling_factor": NUMBER,
+}  # fmt: skip
 
 # SAELens architecture -> (our architecture, is a transcoder)
 _ARCHITECTURES: dict[str, tuple[str, bool]] = {
@@ -67,7 +75,9 @@ def _normalization(cfg: dict[str, Any]) -> str:
 def _scaling_factor(folder: Path, cfg: dict[str, Any]) -> float | None:
     """The "expected_average_only_in" factor stored with a checkpoint, if any."""
     if (folder / SCALER_FILE).is_file():
-        return read_json(folder / SCALER_FILE).get("scaling_factor")
+        scaler = read_json(folder / SCALER_FILE)
+        check_config_types(scaler, {"scaling_factor": NUMBER}, folder / SCALER_FILE)
+        return scaler.get("scaling_factor")
     return cfg.get("norm_scaling_factor")
 
 
@@ -83,6 +93,7 @@ class SAELensFormat(Format):
     def read(self, folder: Path, hook_name: str | None) -> RawSAE:
         cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
         cfg = read_json(cfg_path)
+        check_config_types(cfg, CONFIG_TYPES, cfg_path)
         state = read_safetensors(weights_path)
         architecture, transcoder = _architecture(cfg)
         origins: dict[str, tuple[str, bool]] = {}

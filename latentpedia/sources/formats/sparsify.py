@@ -19,9 +19,10 @@ from latentpedia.errors import InvalidInputError
 from latentpedia.sources.formats.base import Format, RawSAE, as_int, take
 from latentpedia.sources.hooknames import from_module_path
 from latentpedia.sources.sae import SAEWeights
-from latentpedia.sources.validate import read_json, read_safetensors, require_key, require_tensor
+from latentpedia.sources.validate import BOOL, INT, STR, check_config_types, read_json, read_safetensors, require_key, require_tensor
 
 CFG_FILE, WEIGHTS_FILE = "cfg.json", "sae.safetensors"
+CONFIG_TYPES = {"num_latents": INT, "d_in": INT, "expansion_factor": INT, "k": INT, "activation": STR, "transcode": BOOL}
 
 
 def _is_hookpoint(folder: Path) -> bool:
@@ -63,6 +64,7 @@ class SparsifyFormat(Format):
     def read(self, folder: Path, hook_name: str | None) -> RawSAE:
         cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
         cfg = read_json(cfg_path)
+        check_config_types(cfg, CONFIG_TYPES, cfg_path)
         state = read_safetensors(weights_path)
         transcode = bool(cfg.get("transcode", False))
         origins: dict[str, tuple[str, bool]] = {}
