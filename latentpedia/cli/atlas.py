@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from latentpedia.cli.common import DbOpt, ModelOpt, ProgressOpt, clear_errors, console, log, open_store
+from latentpedia.cli.common import COUNT, NON_NEGATIVE, NON_NEGATIVE_FLOAT, PORT, WINDOW, AtlasDbOpt, DbOpt, ModelOpt
+from latentpedia.cli.common import ProgressOpt, clear_errors, console, layer_numbers, log, open_store
 from latentpedia.config import DEFAULT_MODEL_ID, default_db_url
 
 app = typer.Typer()
@@ -19,18 +20,18 @@ app = typer.Typer()
 @app.command()
 def build(
     source: Annotated[list[str], typer.Option("--source", "-s", help="'<layer>-mlp' or an SAE folder; repeatable")] = [],
-    layers: Annotated[Optional[str], typer.Option(help="shorthand for neuron sources, e.g. 2,8,14")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="shorthand for neuron sources, e.g. 2,8,14", callback=layer_numbers)] = None,
     model: ModelOpt = DEFAULT_MODEL_ID,
     corpus: Annotated[str, typer.Option(help="'default' or a .txt/.jsonl/.parquet file, folder, or saved dataset")] = "default",
-    tokens: Annotated[int, typer.Option(help="tokens of corpus to read (BOS excluded)")] = 500_000,
-    window: Annotated[int, typer.Option(help="window length in tokens, BOS included")] = 128,
-    batch_size: Annotated[int, typer.Option(help="windows per forward batch")] = 8,
+    tokens: Annotated[int, typer.Option(help="tokens of corpus to read (BOS excluded)", **COUNT)] = 500_000,
+    window: Annotated[int, typer.Option(help="window length in tokens, BOS included", **WINDOW)] = 128,
+    batch_size: Annotated[int, typer.Option(help="windows per forward batch", **COUNT)] = 8,
     cache_acts: Annotated[list[str], typer.Option("--cache-acts", help="hook whose activations to cache for SAE training")] = [],
-    cache_tokens: Annotated[int, typer.Option(help="tokens of activations to cache per hook")] = 250_000,
+    cache_tokens: Annotated[int, typer.Option(help="tokens of activations to cache per hook", **COUNT)] = 250_000,
     text_field: Annotated[str, typer.Option(help="text field of .jsonl/.parquet/dataset corpora")] = "text",
     rebuild: Annotated[bool, typer.Option(help="rebuild sources that are already built")] = False,
     progress: ProgressOpt = True,
-    checkpoint_seconds: Annotated[float, typer.Option(help="seconds between resumable checkpoints")] = 60.0,
+    checkpoint_seconds: Annotated[float, typer.Option(help="seconds between resumable checkpoints", **NON_NEGATIVE_FLOAT)] = 60.0,
     db: DbOpt = "",
 ) -> None:
     """Build (or resume, or extend) an atlas: dashboards for every latent of every source."""
@@ -54,9 +55,9 @@ def import_sae(
     model: ModelOpt = DEFAULT_MODEL_ID,
     name: Annotated[Optional[str], typer.Option(help="source id to use (default: derived, e.g. 6-res-topk-4k)")] = None,
     hook: Annotated[Optional[str], typer.Option(help="hook name, when the SAE files do not say")] = None,
-    tokens: Annotated[int, typer.Option(help="tokens to build over when the atlas has no corpus yet")] = 500_000,
+    tokens: Annotated[int, typer.Option(help="tokens to build over when the atlas has no corpus yet", **COUNT)] = 500_000,
     progress: ProgressOpt = True,
-    eval_tokens: Annotated[int, typer.Option(help="tokens to evaluate the SAE on after the import (0: skip)")] = 8192,
+    eval_tokens: Annotated[int, typer.Option(help="tokens to evaluate the SAE on after the import (0: skip)", **NON_NEGATIVE)] = 8192,
     db: DbOpt = "",
 ) -> None:
     """Detect an SAE's format, validate it against the model, add it, build its dashboards and
@@ -73,7 +74,7 @@ def import_sae(
 
 
 @app.command()
-def info(db: DbOpt = "") -> None:
+def info(db: AtlasDbOpt = "") -> None:
     """What an atlas holds: models, corpora, sources."""
     store = open_store(db)
     out = Console()
@@ -89,13 +90,13 @@ def info(db: DbOpt = "") -> None:
 
 @app.command()
 def demo(
-    tokens: Annotated[Optional[int], typer.Option(help="override the default token budget")] = None,
+    tokens: Annotated[Optional[int], typer.Option(help="override the default token budget", **COUNT)] = None,
     saes: Annotated[bool, typer.Option("--saes/--no-saes", help="train the default SAEs on the cached activations")] = True,
-    sae_tokens: Annotated[Optional[int], typer.Option(help="training tokens of the default SAEs")] = None,
+    sae_tokens: Annotated[Optional[int], typer.Option(help="training tokens of the default SAEs", **COUNT)] = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="offline explanations and embedding scores for every latent")] = True,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the atlas when it is built")] = True,
     host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+    port: Annotated[int, typer.Option(help="port to serve on", **PORT)] = 8000,
     db: DbOpt = "",
 ) -> None:
     """Build the default atlas (SmolLM2-135M neurons over the offline corpus, SAEs trained on its
@@ -126,7 +127,7 @@ def demo(
 def serve(
     db: DbOpt = "",
     host: Annotated[str, typer.Option(help="address to serve on (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+    port: Annotated[int, typer.Option(help="port to serve on", **PORT)] = 8000,
     private: Annotated[bool, typer.Option("--private", help="refuse anonymous reads (also $LATENTPEDIA_PRIVATE=1)")] = False,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each keeps its own caches and model copies)")] = 1,
     trusted_proxy: Annotated[list[str], typer.Option("--trusted-proxy", help="a reverse proxy (IP or network) whose X-Forwarded-For / -Proto to believe; repeatable (also $LATENTPEDIA_TRUSTED_PROXIES; default none)")] = [],

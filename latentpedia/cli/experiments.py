@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from latentpedia.cli.common import DbOpt, ModelOpt, clear_errors
+from latentpedia.cli.common import COUNT, NON_NEGATIVE, NON_NEGATIVE_FLOAT, DbOpt, ModelOpt, clear_errors
 from latentpedia.config import DEFAULT_MODEL_ID
 from latentpedia.experiments.registry import EXPERIMENTS
 
@@ -66,13 +66,13 @@ def _escape(text: str) -> str:
 
 def steer(
     source: Annotated[str, typer.Argument(help="source id in the atlas, '<layer>-mlp' or an SAE folder")],
-    index: Annotated[int, typer.Argument(help="the latent")],
+    index: Annotated[int, typer.Argument(help="the latent", **NON_NEGATIVE)],
     prompt: PromptOpt = "I think that",
     strength: Annotated[float, typer.Option(help="how far to push along the decoder direction")] = 8.0,
     method: Annotated[str, typer.Option(help="additive | orthogonal | projection_cap")] = "additive",
     normalize: Annotated[bool, typer.Option(help="unit-norm direction")] = False,
-    tokens: Annotated[int, typer.Option(help="tokens to generate")] = 24,
-    temperature: float = 0.0,
+    tokens: Annotated[int, typer.Option(help="tokens to generate", **COUNT)] = 24,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (0: greedy)", **NON_NEGATIVE_FLOAT)] = 0.0,
     seed: int = 16,
     model: ModelOpt = DEFAULT_MODEL_ID,
     db: DbOpt = "",
@@ -95,7 +95,7 @@ def steer(
 
 def ablate(
     source: Annotated[str, typer.Argument(help="source id in the atlas, '<layer>-mlp' or an SAE folder")],
-    index: Annotated[int, typer.Argument(help="the latent")],
+    index: Annotated[int, typer.Argument(help="the latent", **NON_NEGATIVE)],
     prompt: PromptOpt = "The quick brown fox jumps over the lazy dog",
     mode: Annotated[str, typer.Option(help="zero | mean | resample (mean/resample read the atlas)")] = "zero",
     target: Annotated[Optional[str], typer.Option(help="a token whose log-probability to report")] = None,
@@ -143,7 +143,7 @@ def patch(
     answer: Annotated[str, typer.Option(help="the clean answer token")],
     foil: Annotated[str, typer.Option(help="the corrupted answer token")],
     hook: Annotated[str, typer.Option(help="resid_pre | resid_post | attn_out | mlp_out")] = "resid_pre",
-    batch_size: int = 16,
+    batch_size: Annotated[int, typer.Option(help="patched runs per forward batch", **COUNT)] = 16,
     model: ModelOpt = DEFAULT_MODEL_ID,
 ) -> None:
     """Activation patching: layer x position heatmap of the normalised logit difference."""
@@ -167,7 +167,7 @@ def patch(
 
 def logit_lens(
     prompt: PromptOpt = "The capital of France is",
-    k: Annotated[int, typer.Option(help="top tokens per cell")] = 1,
+    k: Annotated[int, typer.Option(help="top tokens per cell", **COUNT)] = 1,
     model: ModelOpt = DEFAULT_MODEL_ID,
 ) -> None:
     """Logit lens: each layer's top next-token predictions at each position."""
@@ -191,7 +191,7 @@ def dla(
     prompt: PromptOpt = "The capital of France is",
     target: Annotated[str, typer.Option(help="the target token")] = " Paris",
     source: Annotated[Optional[str], typer.Option(help="attribute to this source's active latents")] = None,
-    top: int = 15,
+    top: Annotated[int, typer.Option(help="latents to list", **COUNT)] = 15,
     model: ModelOpt = DEFAULT_MODEL_ID,
     db: DbOpt = "",
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from latentpedia.cli.common import DbOpt, ModelOpt, ProgressOpt, clear_errors, console, log, open_store
+from latentpedia.cli.common import COUNT, NON_NEGATIVE, PORT, AtlasDbOpt, ModelOpt, ProgressOpt, clear_errors, console, log, open_store
 from latentpedia.config import DEFAULT_MODEL_ID
 from latentpedia.interp.registry import EXPLAINERS, SCORERS, LLMExplainer
 
@@ -24,14 +24,14 @@ def explain(
     explainer: Annotated[str, typer.Option(help=EXPLAINER_HELP)] = "offline",
     variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "examples",
     scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding",
-    limit: Annotated[Optional[int], typer.Option(help="only the first N latents of each source")] = None,
-    index: Annotated[list[int], typer.Option("--index", help="only these latents; repeatable")] = [],
+    limit: Annotated[Optional[int], typer.Option(help="only the first N latents of each source", **COUNT)] = None,
+    index: Annotated[list[int], typer.Option("--index", help="only these latents; repeatable", **NON_NEGATIVE)] = [],
     llm_base_url: Annotated[Optional[str], typer.Option(help=LLM_HELP)] = None,
     llm_model: Annotated[Optional[str], typer.Option(help="model name at the endpoint (env LATENTPEDIA_LLM_MODEL)")] = None,
     llm_key: Annotated[Optional[str], typer.Option(help="API key (env LATENTPEDIA_LLM_KEY)")] = None,
-    concurrency: Annotated[int, typer.Option(help="LLM requests in flight at once")] = 4,
+    concurrency: Annotated[int, typer.Option(help="LLM requests in flight at once", **COUNT)] = 4,
     progress: ProgressOpt = True,
-    db: DbOpt = "",
+    db: AtlasDbOpt = "",
 ) -> None:
     """Explain latents (offline or with an LLM) and score the explanations beside a random baseline; resumable."""
     from latentpedia.interp import registry
@@ -58,7 +58,7 @@ def explain(
 def llm_serve(
     model: ModelOpt = DEFAULT_MODEL_ID,
     host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to serve on")] = 8001,
+    port: Annotated[int, typer.Option(help="port to serve on", **PORT)] = 8001,
     api_key: Annotated[Optional[str], typer.Option(help="require 'Authorization: Bearer KEY'")] = None,
 ) -> None:
     """Serve a local model over the OpenAI API (/v1/chat/completions, /v1/completions with echo + logprobs, /v1/models)."""

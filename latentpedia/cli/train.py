@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from latentpedia.cli.common import DbOpt, ModelOpt, ProgressOpt, clear_errors, console, log, open_store
+from latentpedia.cli.common import COUNT, NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, DbOpt, ModelOpt, ProgressOpt
+from latentpedia.cli.common import clear_errors, console, log, open_store
 from latentpedia.config import DEFAULT_MODEL_ID
 
 app = typer.Typer()
@@ -16,18 +17,18 @@ app = typer.Typer()
 @app.command("train-sae")
 def train_sae(
     hook: Annotated[list[str], typer.Option("--hook", help="hook point to train on, e.g. blocks.14.hook_resid_post; repeatable")],
-    width: Annotated[list[int], typer.Option("--width", help="latents per SAE; repeatable (one SAE per hook x width)")] = [4608],
+    width: Annotated[list[int], typer.Option("--width", help="latents per SAE; repeatable (one SAE per hook x width)", **COUNT)] = [4608],
     architecture: Annotated[str, typer.Option(help="topk | batchtopk | jumprelu | relu (ReLU + L1)")] = "topk",
-    k: Annotated[int, typer.Option(help="TopK / BatchTopK: active latents per token")] = 32,
-    l1: Annotated[Optional[float], typer.Option("--l1", help="ReLU: L1 coefficient (5); JumpReLU: L0 coefficient (0.5)")] = None,
-    tokens: Annotated[int, typer.Option(help="training tokens (the cache is replayed if it holds fewer)")] = 200_000,
-    batch_size: Annotated[int, typer.Option(help="tokens per optimizer step")] = 1024,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 2e-4 / sqrt(width / 16384))")] = None,
+    k: Annotated[int, typer.Option(help="TopK / BatchTopK: active latents per token", **COUNT)] = 32,
+    l1: Annotated[Optional[float], typer.Option("--l1", help="ReLU: L1 coefficient (5); JumpReLU: L0 coefficient (0.5)", **NON_NEGATIVE_FLOAT)] = None,
+    tokens: Annotated[int, typer.Option(help="training tokens (the cache is replayed if it holds fewer)", **COUNT)] = 200_000,
+    batch_size: Annotated[int, typer.Option(help="tokens per optimizer step", **COUNT)] = 1024,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 2e-4 / sqrt(width / 16384))", **POSITIVE_FLOAT)] = None,
     seed: Annotated[int, typer.Option(help="seed of the initialisation and the shuffle")] = 0,
     activations: Annotated[Optional[Path], typer.Option(help="folder of cached activation shards (default: the atlas's)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="where the SAE folders go (default: <data dir>/saes/<model>)")] = None,
     do_import: Annotated[bool, typer.Option("--import/--no-import", help="add the trained SAEs to the atlas and build their dashboards")] = True,
-    eval_tokens: Annotated[int, typer.Option(help="tokens to evaluate each SAE on after training (0: skip)")] = 8192,
+    eval_tokens: Annotated[int, typer.Option(help="tokens to evaluate each SAE on after training (0: skip)", **NON_NEGATIVE)] = 8192,
     model: ModelOpt = DEFAULT_MODEL_ID,
     progress: ProgressOpt = True,
     db: DbOpt = "",
@@ -50,7 +51,7 @@ def train_sae(
 def eval_sae(
     target: Annotated[str, typer.Argument(help="an SAE folder, or the name of an SAE source in the atlas")],
     model: ModelOpt = DEFAULT_MODEL_ID,
-    tokens: Annotated[int, typer.Option(help="tokens to evaluate on (the atlas corpus's last windows)")] = 8192,
+    tokens: Annotated[int, typer.Option(help="tokens to evaluate on (the atlas corpus's last windows)", **COUNT)] = 8192,
     db: DbOpt = "",
 ) -> None:
     """L0, explained variance, MSE, CE-loss recovered, KL, dead/dense latents; stored if in the atlas."""

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from latentpedia.cli.common import DbOpt, clear_errors, open_store
+from latentpedia.cli.common import AtlasDbOpt, DbOpt, clear_errors, open_store
 
 app = typer.Typer(help="Accounts: add users, list them, make and revoke API keys.", no_args_is_help=True)
 
@@ -50,7 +50,7 @@ def add(
 
 
 @app.command("list")
-def list_users(db: DbOpt = "") -> None:
+def list_users(db: AtlasDbOpt = "") -> None:
     """Every user with role, creation date and API keys."""
     store = open_store(db)
     table = Table("user", "role", "created", "disabled", "API keys (prefix, name)")
@@ -64,7 +64,7 @@ def list_users(db: DbOpt = "") -> None:
 def key(
     name: Annotated[str, typer.Argument(help="the user the key acts as")],
     key_name: Annotated[str, typer.Option("--name", help="a label for the key")] = "cli",
-    db: DbOpt = "",
+    db: AtlasDbOpt = "",
 ) -> None:
     """Create an API key for a user and print it (once: only its hash is kept)."""
     with clear_errors():
@@ -78,7 +78,7 @@ def key(
 def revoke(
     name: Annotated[str, typer.Argument(help="the key's user")],
     key: Annotated[str, typer.Argument(help="the key's prefix (first 8 characters) or id")],
-    db: DbOpt = "",
+    db: AtlasDbOpt = "",
 ) -> None:
     """Revoke an API key: it stops working at once."""
     with clear_errors():
@@ -94,7 +94,7 @@ def set_user(
     disable: Annotated[bool | None, typer.Option("--disable/--enable", help="disabled users cannot sign in")] = None,
     password: Annotated[bool, typer.Option("--password", help="set a new password (prompt, or stdin with --password-stdin)")] = False,
     password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
-    db: DbOpt = "",
+    db: AtlasDbOpt = "",
 ) -> None:
     """Change a user's role, disable/enable them, or reset their password (ends their sessions)."""
     with clear_errors():

@@ -11,8 +11,10 @@ from typing import Any, Self, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from latentpedia.errors import InvalidInputError
 from latentpedia.store import codec
 
 R = TypeVar("R")
@@ -20,9 +22,27 @@ R = TypeVar("R")
 _SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL")
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+URL_EXAMPLES = "sqlite:///path/to/atlas.db or postgresql://user@host:5432/db"
+
+
+def printable_url(url: str | URL) -> str:
+    """`url` as text with its password hidden (for messages); unparsable text as given."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url)
+
+
 def normalize_url(url: str | URL) -> URL:
-    """`url` with PostgreSQL pinned to the psycopg 3 driver (`postgresql://` means psycopg2)."""
-    parsed = make_url(url)
+    """`url` with PostgreSQL pinned to the psycopg 3 driver (`postgresql://` means psycopg2).
+    InvalidInputError when it is not a SQLAlchemy URL of a backend latentpedia stores atlases in."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInputError(f"not a database URL: {str(url)!r}; expected {URL_EXAMPLES}") from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise InvalidInputError(f"unsupported database {parsed.get_backend_name()!r} in {printable_url(parsed)}; expected {URL_EXAMPLES}")
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
