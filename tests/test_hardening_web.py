@@ -1,7 +1,7 @@
 """Bad input as an attacker or a careless user sends it, on SQLite and PostgreSQL.
 
 - Unstorable text: every route of the OpenAPI spec (path and query parameters, every string
-  field of its JSON body, one level into arrays of objects), the HTML pages' path parameters and
+  field of its JSON body, arrays of objects included), the HTML pages' path parameters and
   the login form get a NUL character and a lone surrogate. No answer is a 5xx, both databases
   answer alike, nothing unstorable is stored, and the PostgreSQL pool still works afterwards.
 - Logins from any origin but the server's own (`Origin: null` included) are refused.
@@ -77,7 +77,7 @@ def example(spec: dict, schema: dict, name: str, catlas: CommunityAtlas) -> Any:
 
 
 def string_fields(spec: dict, schema: dict) -> Iterator[tuple[tuple, dict]]:
-    """(path, item example schema) of every string field, one level into arrays of objects."""
+    """(path, schema) of every string field, also inside arrays of objects."""
     schema = resolve(spec, schema)
     for name, sub in schema.get("properties", {}).items():
         sub = resolve(spec, sub)
@@ -89,12 +89,18 @@ def string_fields(spec: dict, schema: dict) -> Iterator[tuple[tuple, dict]]:
 
 
 def injected_body(spec: dict, schema: dict, path: tuple, bad: str, catlas: CommunityAtlas) -> dict:
+    """A plausible body with the string at `path` (names and array indices) set to `bad`."""
     body = example(spec, schema, "", catlas)
-    if len(path) > 1 and not body.get(path[0]):
-        items = resolve(spec, resolve(spec, schema)["properties"][path[0]])["items"]
-        body[path[0]] = [example(spec, items, path[0], catlas)]
-    target = body
+    target, sub = body, resolve(spec, schema)
     for step in path[:-1]:
+        if isinstance(step, int):  # into an array: make sure it has an item
+            sub = resolve(spec, sub["items"])
+            if not target:
+                target.append(example(spec, sub, "", catlas))
+        else:
+            sub = resolve(spec, sub["properties"][step])
+            if not target.get(step):
+                target[step] = [] if sub.get("type") == "array" else example(spec, sub, step, catlas)
         target = target[step]
     target[path[-1]] = bad
     return body
