@@ -1,6 +1,7 @@
 """P4: the feature JSON route under load, beside a static file server serving the same bytes.
 
     python bench/p4_feature_route.py [--latents 100000] [--examples 32] [--seconds 15] [--workers 2]
+    python bench/p4_feature_route.py --in-process 2000   # FeatureJson.body timed in this process
 
 Fills a SQLite atlas with one synthetic source of `--latents` latents (dashboard statistics of
 the real shapes; `--examples` top examples per latent over 128-token windows), serves it with
@@ -8,12 +9,16 @@ the real shapes; `--examples` top examples per latent over 128-token windows), s
 connections), over all latents (mostly cache misses) and over the 1,000 latents whose JSON the
 baseline serves (cache hits). The baseline is busybox httpd serving those 1,000 JSON bodies as
 files. Needs `wrk` and `busybox` (apt-get install wrk busybox). Prints a Markdown table row.
+
+`--in-process N` times `FeatureJson.body` without HTTP instead: N random latents (misses; the
+corpus-window cache warms up as it would in a server), then the same N again (hits).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -75,6 +80,29 @@ def fill(url: str, n_latents: int, k: int) -> None:
     store.close()
 
 
+def in_process(url: str, n_latents: int, n_requests: int) -> dict[str, float]:
+    """Median and 90th-percentile wall ms and median CPU ms (this process's, less disturbed by
+    other load) of one `FeatureJson.body` call: misses, then hits."""
+    from latentpedia.engine.tokens import TokenText
+    from latentpedia.web.featurejson import FeatureJson
+
+    store = Store.open(url)
+    text, fast = TokenText(store.get_vocab(MODEL)), FeatureJson()
+    indices = random.Random(1).sample(range(n_latents), n_requests)
+    out = {}
+    for name in ("miss", "hit"):
+        wall, cpu = [], []
+        for index in indices:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            fast.body(store, text, MODEL, SOURCE, index)
+            wall.append((time.perf_counter() - started) * 1e3)
+            cpu.append((time.process_time() - started_cpu) * 1e3)
+        out[f"{name}_median_ms"], out[f"{name}_p90_ms"] = round(float(np.median(wall)), 3), round(float(np.percentile(wall, 90)), 3)
+        out[f"{name}_cpu_median_ms"] = round(float(np.median(cpu)), 3)
+    store.close()
+    return out
+
+
 def wrk(url: str, seconds: int, lua: Path) -> tuple[float, float]:
     """(requests/s, p99 ms) of wrk with 32 connections."""
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(lua), url],
@@ -108,8 +136,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the feature route")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "latentpedia-p4")
+    parser.add_argument("--in-process", type=int, default=0, metavar="N", help="time N calls in this process instead of serving")
     args = parser.parse_args()
-    for tool in ("wrk", "busybox"):
+    for tool in () if args.in_process else ("wrk", "busybox"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install wrk busybox")
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +148,10 @@ def main() -> None:
         started = time.perf_counter()
         fill(url, args.latents, args.examples)
         print(f"filled {args.latents:,} latents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if args.in_process:
+        print(json.dumps({"latents": args.latents, "examples": args.examples, "requests": args.in_process,
+                          **in_process(url, args.latents, args.in_process)}))  # fmt: skip
+        return
     api = f"http://127.0.0.1:8731/api/feature/{MODEL}/{SOURCE}/"
     server = subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "serve", "--db", url, "--port", "8731", "--workers", str(args.workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

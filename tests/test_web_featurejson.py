@@ -1,6 +1,7 @@
-"""The fast feature JSON (pre-serialised static part, community parts spliced in) parses to
-exactly `feature_page_data`'s dump for every latent of the seeded atlas, on SQLite and
-PostgreSQL, before and after explanations and comments are added."""
+"""The feature JSON (the `FeaturePage` of `feature_page_data`, its static part cached as bytes,
+the community parts spliced in per request) parses to exactly the page data's dump for every
+latent of the seeded atlas, on SQLite and PostgreSQL: before and after explanations and comments
+are added, after the source's metadata changes and after the source is rebuilt."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from latentpedia.store.api import Store
+from latentpedia.store.records import ExampleBatch, LatentStats, SourceResults
 from latentpedia.web import create_app
-from latentpedia.web.featurejson import FeatureJson
+from latentpedia.web.featurejson import FeatureJson, static_json
 from latentpedia.web.pages import feature_page_data
+from latentpedia.web.pages.feature import COMMUNITY_FIELDS, feature_page
 from latentpedia.web.pages.common import NotFoundError
+from latentpedia.web.pages.feature_reader import FeatureReader, LRUCache, ObjectIds
+from latentpedia.web.schemas import FeaturePage
 from latentpedia.engine.tokens import TokenText
 from tests.conftest import BACKENDS, pg_schema_url
 from tests.web_atlas import SeededAtlas, seed_atlas, sqlite_atlas
@@ -48,6 +54,40 @@ def test_every_latent_matches_the_page_data(atlas, store):
             assert json.loads(fast.body(store, text, atlas.model, source, index)) == expected  # from the cache
 
 
+def test_page_data_built_without_validation_is_what_validation_gives(atlas, store):
+    """Activations are built without validation (`model_copy(update=...)`): validating their
+    dump changes nothing (not even an int where a float belongs, which the JSON text shows)."""
+    reader, kinds = FeatureReader(), set()
+    for source in atlas.sources:
+        for index in (0, 5, 9):
+            page = feature_page_data(store, atlas.model, source, index, reader=reader)
+            kinds.update(a.kind for a in page.activations)
+            assert FeaturePage.model_validate(page.model_dump()).model_dump_json() == page.model_dump_json()
+    assert kinds == {"top", "quantile"}
+
+
+def test_window_json_is_spliced_only_for_the_windows_own_lists(atlas, store):
+    """`static_json` takes an activation's tokens from its window's cached JSON only when they
+    are that window's lists; a changed page is dumped by pydantic as it is."""
+    reader = FeatureReader()
+    inputs = reader.read(store, atlas.model, atlas.sources[0], 4)
+    page = feature_page(inputs)
+    assert json.loads(static_json(page, inputs.windows)) == page.model_dump(mode="json", exclude=COMMUNITY_FIELDS)
+    changed = page.model_copy(update={"activations": [a.model_copy(update={"tokens": ["x"] * len(a.tokens)}) for a in page.activations]})
+    assert json.loads(static_json(changed, inputs.windows)) == changed.model_dump(mode="json", exclude=COMMUNITY_FIELDS)
+    assert all(a["tokens"] == ["x"] * len(a["tokens"]) for a in json.loads(static_json(changed, inputs.windows))["activations"])
+
+
+def test_shared_reader_gives_the_same_pages_as_a_fresh_one(atlas, store):
+    text = TokenText(store.get_vocab(atlas.model))
+    shared = FeatureReader()
+    for _ in range(2):  # the second pass reads every window from the cache
+        for index in range(0, 40, 3):
+            cached = feature_page_data(store, atlas.model, atlas.sources[0], index, text, reader=shared)
+            assert cached.model_dump_json() == feature_page_data(store, atlas.model, atlas.sources[0], index, text).model_dump_json()
+    assert shared.windows.size > 0
+
+
 def test_explanations_and_comments_are_spliced_in_fresh(atlas, store):
     text = TokenText(store.get_vocab(atlas.model))
     fast = FeatureJson()
@@ -60,6 +100,49 @@ def test_explanations_and_comments_are_spliced_in_fresh(atlas, store):
     assert [e["description"] for e in data["explanations"]] == ["fires on <b>code</b>"]
     assert [c["text"] for c in data["comments"]] == ["nice <i>one</i>"]
     assert data == feature_page_data(store, atlas.model, source.name, 2, text).model_dump(mode="json")
+
+
+def test_source_metadata_is_fresh_without_a_rebuild(atlas, store):
+    text = TokenText(store.get_vocab(atlas.model))
+    fast = FeatureJson()
+    source = store.get_source(atlas.model, atlas.sources[0])
+    before = json.loads(fast.body(store, text, atlas.model, source.name, 3))
+    store.set_source_quality(source.id, {"l0": 12.5})
+    after = json.loads(fast.body(store, text, atlas.model, source.name, 3))
+    assert after["source"]["quality"]["l0"] == 12.5 and before["source"]["quality"].get("l0") != 12.5
+    assert after == feature_page_data(store, atlas.model, source.name, 3, text).model_dump(mode="json")
+
+
+def _rebuilt_results(d_sae: int, max_window: int) -> SourceResults:
+    """Results unlike any real build: latent i has max i + 1 and one top example in window i."""
+    max_act = np.arange(1, d_sae + 1, dtype=np.float32)
+    hist = {"edges": [0.0, 0.5, 1.0], "counts": [3, 4]}
+    stats = LatentStats(
+        max_act=max_act, frac_nonzero=np.full(d_sae, 0.25, np.float32), mean_act=max_act / 8,
+        hist=[hist] * d_sae, logits=[{"pos": [[1, 2.0]], "neg": [[2, -1.0]], "hist": hist, "basis": "W_U"}] * d_sae,
+        aligned=[[[0, 0.5]]] * d_sae, correlated=[[[0, 0.1]]] * d_sae,
+    )  # fmt: skip
+    examples = ExampleBatch(
+        latent=np.arange(d_sae, dtype=np.int32), kind=np.zeros(d_sae, np.int8), group=np.full(d_sae, -1, np.int8),
+        rank=np.zeros(d_sae, np.int16), window=(np.arange(d_sae) % max_window).astype(np.int32), max_value=max_act,
+        max_pos=np.ones(d_sae, np.int16), offsets=np.arange(d_sae + 1, dtype=np.int64),
+        positions=np.ones(d_sae, np.uint16), values=max_act.astype(np.float16),
+    )  # fmt: skip
+    return SourceResults(stats, examples, n_tokens=1234)
+
+
+def test_rebuilding_a_source_invalidates_its_cached_json(atlas, store):
+    text = TokenText(store.get_vocab(atlas.model))
+    fast = FeatureJson()
+    source = store.get_source(atlas.model, atlas.sources[1])
+    before = {i: json.loads(fast.body(store, text, atlas.model, source.name, i)) for i in (0, 4)}
+    n_windows = store.get_corpus(source.corpus_id).n_windows
+    store.write_source_results(source.id, _rebuilt_results(source.d_sae, n_windows))
+    for index in (0, 4):
+        after = json.loads(fast.body(store, text, atlas.model, source.name, index))
+        assert after != before[index] and after["max_act"] == index + 1 and len(after["activations"]) == 1
+        assert after["activations"][0]["values"][1] == index + 1 and after["source"]["tokens_seen"] == 1234
+        assert after == feature_page_data(store, atlas.model, source.name, index, text).model_dump(mode="json")
 
 
 def test_unknown_latents_are_404(atlas, store):
@@ -75,12 +158,22 @@ def test_unknown_latents_are_404(atlas, store):
 
 
 def test_cache_is_bounded():
-    from latentpedia.web.featurejson import _LRU
-
-    lru = _LRU(100)
+    lru = LRUCache(100)
     for i in range(10):
         lru.put(i, b"x" * 30, 30)
     assert lru.size <= 100 and lru.get(9) is not None and lru.get(0) is None
+    lru.clear()
+    assert lru.size == 0 and lru.get(9) is None
+
+
+def test_object_ids_keep_objects_alive_and_drop_caches_past_the_limit():
+    forgotten = []
+    ids = ObjectIds(lambda: forgotten.append(True), limit=3)
+    objects = [object() for _ in range(3)]
+    assert [ids(o) for o in objects] == [id(o) for o in objects] and ids(objects[0]) == id(objects[0])
+    assert not forgotten
+    ids(object())  # a fourth object: caches keyed by the first three are dropped
+    assert forgotten == [True]
 
 
 def test_serve_with_two_workers(tmp_path_factory):

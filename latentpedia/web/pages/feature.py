@@ -1,59 +1,70 @@
-"""The feature page: every dashboard panel of one latent, from the stored statistics."""
+"""The feature page: every dashboard panel of one latent, from the stored statistics.
+
+`feature_page` turns a latent's stored inputs (read by pages/feature_reader.py) into the
+`FeaturePage` both `/{model}/{source}/{index}` (HTML, through `feature_page_data`) and
+`/api/feature/{model}/{source}/{index}` (JSON, web/featurejson.py) are made from.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
 from latentpedia.store.records import SourceRecord
-from latentpedia.web.pages.common import (
-    NotFoundError,
-    feature_api_url,
-    feature_url,
-    find_source,
-    random_url,
-    source_info,
-)
+from latentpedia.web.community_schemas import CommentOut, ExplanationOut
+from latentpedia.web.pages.common import feature_api_url, feature_url, random_url
 from latentpedia.web.pages.community import comments_for, explanations_for
+from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, StoredExample, WindowTokens
 from latentpedia.web.schemas import Activation, DecoderEntry, FeaturePage, LinkedLatent, QuantileGroup
-from latentpedia.engine.tokens import TokenText
 
 KIND_NAMES = {0: "top", 1: "quantile"}
 N_QUANTILE_GROUPS = 10
+_BLANK_ACTIVATION = Activation(
+    tokens=[], token_ids=[], values=[], maxValue=0.0, maxValueTokenIndex=0, binMin=None, binMax=None, kind="top", group=-1, window=0
+)  # every field is replaced by `_activation`
+COMMUNITY_FIELDS = frozenset({"source", "explanations", "comments"})  # what changes without a rebuild
 
 
-def feature_page_data(store: Store, model: str, source: str, index: int, text: TokenText | None = None) -> FeaturePage:
+def feature_page_data(
+    store: Store, model: str, source: str, index: int, text: TokenText | None = None,
+    *, reader: FeatureReader | None = None,
+) -> FeaturePage:  # fmt: skip
     """The dashboard of latent `index` of `model`/`source` (NotFoundError if unknown).
 
-    `text` decodes token ids (default: built from the model's stored vocabulary).
+    `text` decodes token ids (default: built from the model's stored vocabulary); `reader`
+    reads the inputs (pass the app's, whose caches outlive a request).
     """
-    record = find_source(store, model, source)
-    latent = store.get_latent(record.id, index) if 0 <= index < record.d_sae else None
-    if latent is None:
-        raise NotFoundError(f"source {source!r} of {model!r} has no built latent {index} (latents 0..{record.d_sae - 1})")
-    text = text or TokenText(store.get_vocab(model))
-    examples = store.get_examples(record.id, index, with_tokens=True)
-    logits = latent.get("logits") or {}
+    inputs = (reader or FeatureReader()).read(store, model, source, index, text)
+    record = inputs.source.record
+    return feature_page(inputs, explanations_for(store, record.id, index), comments_for(store, record.id, index))
+
+
+def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] = (), comments: Sequence[CommentOut] = ()) -> FeaturePage:
+    """The dashboard made of `inputs`, with the given community parts (the one place a
+    `FeaturePage` is assembled: the HTML page and the JSON both come from here)."""
+    record, latent, index = inputs.source.record, inputs.latent, inputs.index
+    model, source = record.model_id, record.name
+    logits = latent.logits or {}
     return FeaturePage(
-        modelId=model, layer=source, index=index, source=source_info(record),
-        max_act=latent["max_act"], mean_act=latent["mean_act"], frac_nonzero=latent["frac_nonzero"],
-        density_log10=_log10(latent["frac_nonzero"]),
-        **_logit_tables(logits, text), logits_basis=logits.get("basis"),
-        **_histogram("freq_hist_data", latent.get("hist")),
+        modelId=model, layer=source, index=index, source=inputs.source.info,
+        max_act=latent.max_act, mean_act=latent.mean_act, frac_nonzero=latent.frac_nonzero,
+        density_log10=math.log10(latent.frac_nonzero) if latent.frac_nonzero else None,
+        **_logit_tables(logits, inputs.text), logits_basis=logits.get("basis"),
+        **_histogram("freq_hist_data", latent.hist),
         **_histogram("logits_hist_data", logits.get("hist")),
-        activations=[_activation(e, text, latent["max_act"]) for e in examples],
-        quantile_groups=_quantile_groups(examples, latent["max_act"]),
-        explanations=explanations_for(store, record.id, index), comments=comments_for(store, record.id, index),
-        aligned=[DecoderEntry(dim=int(d), value=v) for d, v in latent.get("aligned") or []],
+        activations=_activations(inputs),
+        quantile_groups=_quantile_groups(inputs.examples, latent.max_act),
+        explanations=list(explanations), comments=list(comments),
+        aligned=[DecoderEntry(dim=int(d), value=v) for d, v in latent.aligned or []],
         aligned_space=(record.meta or {}).get("aligned_space"),
-        correlated=[LinkedLatent(index=int(i), value=v, url=feature_url(model, source, int(i))) for i, v in latent.get("correlated") or []],
+        correlated=[LinkedLatent(index=int(i), value=v, url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
         **_neighbours(record, index),
     )  # fmt: skip
-
-
-def _log10(value: float | None) -> float | None:
-    return math.log10(value) if value else None
 
 
 def _logit_tables(logits: dict[str, Any], text: TokenText) -> dict[str, list]:
@@ -80,28 +91,51 @@ def _quantile_bounds(group: int, max_act: float | None) -> tuple[float, float]:
     return group * width, (group + 1) * width
 
 
-def _activation(example: dict[str, Any], text: TokenText, max_act: float | None) -> Activation:
-    """An example window with dense per-token values (zero where nothing was stored)."""
-    token_ids = example.get("tokens") or []
-    values = [0.0] * len(token_ids)
-    for position, value in zip(example["positions"], example["values"], strict=True):
-        if position < len(values):
-            values[position] = value
-    kind = KIND_NAMES.get(example["kind"], "top")
-    low, high = _quantile_bounds(example["group"], max_act) if kind == "quantile" else (None, None)
-    return Activation(
-        tokens=text.many(token_ids), token_ids=token_ids, values=values,
-        maxValue=example["max_value"] or 0.0, maxValueTokenIndex=example["max_pos"],
-        binMin=low, binMax=high, kind=kind, group=example["group"], window=example["window"],
-    )  # fmt: skip
+def _activations(inputs: FeatureInputs) -> list[Activation]:
+    empty = WindowTokens([], [])
+    windows = [inputs.windows.get(e.window, empty) for e in inputs.examples]
+    values = _dense_values(inputs.examples, [len(w.token_ids) for w in windows])
+    max_act = inputs.latent.max_act
+    return [_activation(e, w, v, max_act) for e, w, v in zip(inputs.examples, windows, values, strict=True)]
 
 
-def _quantile_groups(examples: list[dict[str, Any]], max_act: float | None) -> list[QuantileGroup]:
+def _dense_values(examples: list[StoredExample], lengths: list[int]) -> list[list[float]]:
+    """Each example's values over its whole window (zero where nothing was stored), all
+    examples at once; positions past the window's end are dropped."""
+    if not examples:
+        return []
+    counts = [len(e.positions) for e in examples]
+    rows = np.repeat(np.arange(len(examples)), counts)
+    columns = np.concatenate([e.positions for e in examples]).astype(np.int64)
+    stored = np.concatenate([e.values for e in examples]).astype(np.float32)
+    inside = columns < np.asarray(lengths, dtype=np.int64)[rows]
+    dense = np.zeros((len(examples), max(lengths)), dtype=np.float32)
+    dense[rows[inside], columns[inside]] = stored[inside]
+    return [row if len(row) == n else row[:n] for row, n in zip(dense.tolist(), lengths, strict=True)]
+
+
+def _activation(example: StoredExample, window: WindowTokens, values: list[float], max_act: float | None) -> Activation:
+    """An example window with its dense per-token values.
+
+    A copy of a validated blank, updated without validation: these lists are most of a page,
+    validating them cost more than the rest of the page, every type is set here, and a test
+    checks that validating the result changes nothing. `tokens` and `token_ids` are the
+    window's own lists (shared through the reader's cache: read only)."""
+    kind = KIND_NAMES.get(example.kind, "top")
+    low, high = _quantile_bounds(example.group, max_act) if kind == "quantile" else (None, None)
+    return _BLANK_ACTIVATION.model_copy(update={
+        "tokens": window.tokens, "token_ids": window.token_ids, "values": values,
+        "maxValue": float(example.max_value or 0.0), "maxValueTokenIndex": int(example.max_pos),
+        "binMin": low, "binMax": high, "kind": kind, "group": int(example.group), "window": int(example.window),
+    })  # fmt: skip
+
+
+def _quantile_groups(examples: list[StoredExample], max_act: float | None) -> list[QuantileGroup]:
     """The quantile intervals that hold examples, highest first."""
     counts: dict[int, int] = {}
     for example in examples:
-        if KIND_NAMES.get(example["kind"]) == "quantile":
-            counts[example["group"]] = counts.get(example["group"], 0) + 1
+        if KIND_NAMES.get(example.kind) == "quantile":
+            counts[example.group] = counts.get(example.group, 0) + 1
     groups = []
     for group in sorted(counts, reverse=True):
         low, high = _quantile_bounds(group, max_act)

@@ -18,13 +18,16 @@ router = APIRouter(tags=["atlas"])
 NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown model, source or latent"}}
 
 
-def _page(store, texts, model: str, source: str, index: int) -> FeaturePage:
-    return feature_page_data(store, model, source, index, token_text_for(store, texts, model))
+def _page(request: Request, store, texts, model: str, source: str, index: int) -> FeaturePage:
+    """The page data, read through the app's `FeatureReader` (shared with the JSON's cache)."""
+    reader = feature_json_cache(request.app.state).reader
+    return feature_page_data(store, model, source, index, token_text_for(store, texts, model), reader=reader)
 
 
 @router.get("/api/feature/{model}/{source}/{index}", response_model=FeaturePage, responses=NOT_FOUND, summary="A latent's dashboard")
 async def feature_json(request: Request, model: str, source: str, index: int) -> Response:
-    """`FeaturePage` as JSON, served from pre-serialised bytes (web/featurejson.py). Runs on the
+    """`FeaturePage` as JSON (`feature_page_data`, the HTML page's data), served from cached
+    bytes with the community fields spliced in (web/featurejson.py). Runs on the
     event loop: a cached body costs well under a millisecond, less than a hop to the thread pool."""
     state = request.app.state
     body = feature_json_cache(state).body(state.store, token_text_for(state.store, state.token_text, model), model, source, index)
@@ -40,5 +43,5 @@ def random_feature(model: str, source: str, store: StoreDep) -> RedirectResponse
 
 @router.get("/{model}/{source}/{index}", response_class=HTMLResponse, include_in_schema=False)
 def feature_html(request: Request, model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep) -> HTMLResponse:
-    page = _page(store, texts, model, source, index)
+    page = _page(request, store, texts, model, source, index)
     return render_page(request, "feature.html", page, page.api_url)

@@ -1,0 +1,214 @@
+"""What a feature page is made of, read from the store fast: the source's record, one latent's
+statistics, its examples and the tokens of their corpus windows.
+
+Statements are built once (building a select costs more than running it on SQLite) and run on
+one connection. The decoded tokens of each corpus window are cached (many latents' examples share
+windows), as is each source row's record and public view. One `FeatureReader` per app, shared by
+the HTML page and the JSON (web/featurejson.py makes it), so both see the same inputs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import numpy as np
+from pydantic import TypeAdapter
+from sqlalchemy import bindparam, select
+
+from latentpedia.engine.tokens import TokenText
+from latentpedia.store import codec
+from latentpedia.store.api import Store
+from latentpedia.store.base import to_record
+from latentpedia.store.records import SourceRecord
+from latentpedia.store.schema import Corpus, Example, Latent, Source, Window
+from latentpedia.web.pages.common import NotFoundError, find_source, source_info
+from latentpedia.web.schemas import SourceInfo
+
+_SOURCE = (
+    select(Source.__table__, Corpus.content_hash.label("corpus_hash"))
+    .outerjoin(Corpus, Corpus.id == Source.corpus_id)
+    .where(Source.model_id == bindparam("model"), Source.name == bindparam("name"))
+)
+_LATENT = select(Latent.__table__).where(Latent.source_id == bindparam("sid"), Latent.idx == bindparam("idx"))
+_EXAMPLES = (
+    select(Example.kind, Example.group, Example.window, Example.max_value, Example.max_pos, Example.positions, Example.values)
+    .where(Example.source_id == bindparam("sid"), Example.latent == bindparam("idx"))
+    .order_by(Example.kind, Example.group, Example.rank)
+)
+_WINDOWS = select(Window.idx, Window.tokens).where(Window.corpus_id == bindparam("cid"), Window.idx.in_(bindparam("idxs", expanding=True)))
+_INTS, _STRINGS = TypeAdapter(list[int]), TypeAdapter(list[str])
+BYTES_PER_CACHED_TOKEN = 64  # an id object, two list slots and both JSON texts; the strings belong to the TokenText
+MAX_CACHED_SOURCES = 1000
+
+
+class LRUCache:
+    """A size-bounded LRU (thread safe); each entry's size is given by the caller."""
+
+    def __init__(self, max_size: int):
+        self.max_size, self.size = max_size, 0
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (value, size)
+            self.size += size
+            while self.size > self.max_size and len(self._items) > 1:
+                _, (_, old_size) = self._items.popitem(last=False)
+                self.size -= old_size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.size = 0
+
+
+class ObjectIds:
+    """Cache-key ids of objects compared by identity (a store, a token decoder). The objects are
+    kept alive here, so an id is never reused while a cache entry may name it; past `limit`
+    objects, `forget` drops the caches keyed by them and the ids start over."""
+
+    def __init__(self, forget: Callable[[], None], limit: int = 16):
+        self._objects: dict[int, Any] = {}
+        self._forget, self._limit = forget, limit
+        self._lock = threading.Lock()
+
+    def __call__(self, obj: Any) -> int:
+        with self._lock:
+            if id(obj) not in self._objects:
+                if len(self._objects) >= self._limit:
+                    self._objects.clear()
+                    self._forget()
+                self._objects[id(obj)] = obj
+        return id(obj)
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """A sources row as a record, its public view (and that view's JSON) and its corpus's key."""
+
+    record: SourceRecord
+    info: SourceInfo
+    info_json: bytes
+    corpus: tuple[int | None, str | None]  # (id, content hash)
+
+
+class StoredExample(NamedTuple):  # a tuple: 32 per page, built fast
+    """One examples row; `positions` (uint16) and `values` (float16) are views of its blobs."""
+
+    kind: int
+    group: int
+    window: int
+    max_value: float | None
+    max_pos: int
+    positions: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class WindowTokens:
+    """A corpus window's token ids and their display text, and both as JSON (made once, by
+    pydantic). Shared by every page showing the window: read only."""
+
+    token_ids: list[int]
+    tokens: list[str]
+
+    @cached_property
+    def token_ids_json(self) -> bytes:
+        return _INTS.dump_json(self.token_ids)
+
+    @cached_property
+    def tokens_json(self) -> bytes:
+        return _STRINGS.dump_json(self.tokens)
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    """Everything stored about one latent that its page shows, minus the community parts."""
+
+    source: SourceEntry
+    index: int
+    latent: Any  # the latents row: max_act, frac_nonzero, mean_act, hist, logits, aligned, correlated
+    examples: list[StoredExample]
+    windows: dict[int, WindowTokens]
+    text: TokenText
+
+
+class FeatureReader:
+    """Reads `FeatureInputs` (see the module doc); `window_cache_bytes` bounds the window cache."""
+
+    def __init__(self, window_cache_bytes: int = 64 << 20):
+        self.windows = LRUCache(window_cache_bytes)
+        self._sources: dict[str, SourceEntry] = {}
+        self._ids = ObjectIds(self.windows.clear)
+
+    def read(self, store: Store, model: str, source: str, index: int, text: TokenText | None = None) -> FeatureInputs:
+        """The inputs of latent `index` of `model`/`source`; NotFoundError naming what is unknown.
+        `text` decodes token ids (default: built from the model's stored vocabulary)."""
+        with store.engine.connect() as conn:
+            return self.latent_inputs(conn, store, self.source(conn, store, model, source), index, text)
+
+    def latent_inputs(self, conn: Any, store: Store, entry: SourceEntry, index: int, text: TokenText | None = None) -> FeatureInputs:
+        """`read` for a source already looked up on `conn`."""
+        record = entry.record
+        latent = conn.execute(_LATENT, {"sid": record.id, "idx": index}).first()
+        if latent is None or not 0 <= index < record.d_sae:
+            raise NotFoundError(f"source {record.name!r} of {record.model_id!r} has no built latent {index} (latents 0..{record.d_sae - 1})")
+        examples = [_stored_example(row) for row in conn.execute(_EXAMPLES, {"sid": record.id, "idx": index})]
+        text = text or TokenText(store.get_vocab(record.model_id))
+        windows = self._windows(conn, store, entry, {e.window for e in examples}, text)
+        return FeatureInputs(entry, index, latent, examples, windows, text)
+
+    def source(self, conn: Any, store: Store, model: str, name: str) -> SourceEntry:
+        """The source `name` of `model` (NotFoundError naming what is unknown), cached by its row."""
+        row = conn.execute(_SOURCE, {"model": model, "name": name}).first()
+        if row is None:
+            find_source(store, model, name)  # raises NotFoundError naming what is unknown
+            raise NotFoundError(f"model {model!r} has no source {name!r}")  # it vanished meanwhile
+        key = repr(tuple(row))
+        entry = self._sources.get(key)
+        if entry is None:
+            if len(self._sources) >= MAX_CACHED_SOURCES:
+                self._sources.clear()
+            record = to_record(SourceRecord, row)
+            info = source_info(record)
+            entry = self._sources[key] = SourceEntry(record, info, info.model_dump_json().encode(), (row.corpus_id, row.corpus_hash))
+        return entry
+
+    def _windows(self, conn: Any, store: Store, entry: SourceEntry, wanted: set[int], text: TokenText) -> dict[int, WindowTokens]:
+        """{window index: its tokens} of the source's corpus, read only for windows not cached."""
+        prefix = (self._ids(store), self._ids(text), *entry.corpus)
+        found, missing = {}, []
+        for idx in sorted(wanted):
+            cached = self.windows.get((*prefix, idx))
+            if cached is None:
+                missing.append(idx)
+            else:
+                found[idx] = cached
+        if missing and entry.record.corpus_id is not None:
+            for idx, blob in conn.execute(_WINDOWS, {"cid": entry.record.corpus_id, "idxs": missing}):
+                ids = codec.decode_array(blob, codec.TOKEN_DTYPE).tolist()
+                window = found[idx] = WindowTokens(ids, text.many(ids))
+                self.windows.put((*prefix, idx), window, BYTES_PER_CACHED_TOKEN * len(ids))
+        return found
+
+
+def _stored_example(row: Any) -> StoredExample:
+    kind, group, window, max_value, max_pos, positions, values = row
+    return StoredExample(kind, group, window, max_value, max_pos,
+                         np.frombuffer(positions, dtype=codec.POSITION_DTYPE), np.frombuffer(values, dtype=codec.VALUE_DTYPE))  # fmt: skip
