@@ -125,3 +125,19 @@ def test_pentagon_and_antiprism_step_after_the_digons(staircase):
 def test_dims_per_feature_never_climbs_back(staircase):
     values = [i.dims_per_feature for i in staircase]
     assert all(b <= a + 0.02 for a, b in zip(values, values[1:], strict=False)), values
+
+
+def test_toy_command(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from latentpedia.cli import app
+
+    out = tmp_path / "toy.json"
+    result = CliRunner().invoke(app, ["toy", "-n", "8", "-m", "2", "-s", "0", "-s", "0.9", "--steps", "50", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [round(i["sparsity"], 2) for i in data["instances"]] == [0.0, 0.9] and len(data["instances"][0]["dimensionality"]) == 8
+    bad = CliRunner().invoke(app, ["toy", "-n", "8", "-m", "8"])
+    assert bad.exit_code == 2 and "n_hidden < n_features" in bad.output
