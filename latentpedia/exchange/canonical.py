@@ -105,7 +105,7 @@ class AtlasReader:
 
     def examples(self, source: SourceRecord) -> Iterator[dict[str, Any]]:
         """Examples by (index, kind, group, rank), with the window's token ids and text."""
-        text = self.token_text(source.model_id)
+        text = np.array([*self.token_text(source.model_id).texts, ""], dtype=object)  # "" last: see _texts
         after: tuple[int, int, int, int] = (-1, -1, -1, -1)
         while True:
             page = self._example_page(source.id, after)
@@ -153,15 +153,21 @@ class AtlasReader:
         return _explanation_tables(source, rows, scores, votes)
 
 
-def _example_row(source: SourceRecord, row: Any, token_ids: list[int], text: TokenText) -> dict[str, Any]:
+def _example_row(source: SourceRecord, row: Any, token_ids: list[int], text: np.ndarray) -> dict[str, Any]:
     positions = codec.decode_array(row.positions, codec.POSITION_DTYPE)
     values = np.zeros(len(token_ids), dtype=np.float32)
     values[positions] = codec.decode_array(row.values, codec.VALUE_DTYPE).astype(np.float32)
     return {
         "model": source.model_id, "source": source.name, "index": row.latent, "kind": row.kind,
         "group": row.group, "rank": row.rank, "window": row.window, "max_value": row.max_value,
-        "max_pos": row.max_pos, "token_ids": token_ids, "tokens": text.many(token_ids), "values": values.tolist(),
+        "max_pos": row.max_pos, "token_ids": token_ids, "tokens": _texts(text, token_ids), "values": values.tolist(),
     }  # fmt: skip
+
+
+def _texts(text: np.ndarray, token_ids: list[int]) -> list[str]:
+    """Display texts of ids; "" (the last entry of `text`) for an id outside the vocabulary."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    return text[np.where((ids >= 0) & (ids < len(text) - 1), ids, len(text) - 1)].tolist()
 
 
 def _explanation_tables(source: SourceRecord, rows: list[Any], scores: list[ExplanationScore],

@@ -32,7 +32,7 @@ def feature_row(latent: dict[str, Any], source: SourceRecord, text: TokenText) -
     aligned, correlated = latent["aligned"] or [], latent["correlated"] or []
     return {
         "modelId": source.model_id, "layer": source.name, "index": str(latent["index"]),
-        "maxActApprox": latent["max_act"], "creatorId": CREATOR, "frac_nonzero": latent["frac_nonzero"],
+        "maxActApprox": latent["max_act"], "creatorId": CREATOR, "frac_nonzero": latent["frac_nonzero"] or 0.0,  # NOT NULL in Neuronpedia
         "freq_hist_data_bar_heights": hist.get("counts", []), "freq_hist_data_bar_values": _centers(hist.get("edges", [])),
         "logits_hist_data_bar_heights": logit_hist.get("counts", []),
         "logits_hist_data_bar_values": _centers(logit_hist.get("edges", [])),
@@ -44,7 +44,7 @@ def feature_row(latent: dict[str, Any], source: SourceRecord, text: TokenText) -
         "sourceSetName": source_set_name(source.name), "topkCosSimIndices": [], "topkCosSimValues": [],
         "vector": [], "vectorLabel": None, "hookName": source.hook_name, "vectorDefaultSteerStrength": 10,
         "hasVector": False,
-        EXTRA: {k: latent[k] for k in ("max_act", "mean_act", "hist", "logits", "aligned", "correlated")},
+        EXTRA: {k: latent[k] for k in ("max_act", "frac_nonzero", "mean_act", "hist", "logits", "aligned", "correlated")},
     }  # fmt: skip
 
 

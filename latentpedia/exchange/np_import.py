@@ -16,45 +16,17 @@ import gzip
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latentpedia.errors import InvalidInputError
 from latentpedia.exchange.jsonl import Fields, RowError, read_rows
 from latentpedia.exchange.np_layout import EXTRA, VOCAB_FILE, batch_files, source_dirs, source_set_name
-from latentpedia.exchange.np_rows import (
-    ExampleIn,
-    ExplanationIn,
-    LatentIn,
-    TokenMapper,
-    assign_ranks,
-    parse_activation,
-    parse_explanation,
-    parse_feature,
-)
+from latentpedia.exchange.np_rows import TokenMapper, assign_ranks, parse_activation, parse_explanation, parse_feature
+from latentpedia.exchange.plan import SourcePlan
+from latentpedia.exchange.writer import write_plan
 from latentpedia.store.api import Store
 from latentpedia.store.records import ModelRecord
-
-
-@dataclass
-class SourcePlan:
-    """Everything one source folder holds, checked and mapped, ready to write."""
-
-    folder: Path
-    digest: str
-    model_id: str
-    model_row: dict[str, Any]  # Neuronpedia's Model row (+ EXTRA)
-    source_row: dict[str, Any]  # Neuronpedia's Source row (+ EXTRA)
-    mapper: TokenMapper
-    model_exists: bool
-    latents: dict[int, LatentIn] = field(default_factory=dict)
-    examples: list[ExampleIn] = field(default_factory=list)
-    explanations: list[ExplanationIn] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return str(self.source_row.get("id") or self.folder.name)
 
 
 def folder_digest(folder: Path) -> str:
@@ -156,19 +128,8 @@ def _any_hook(plan: SourcePlan) -> str | None:
     return None
 
 
-def check_indices(plan: SourcePlan, d_sae: int) -> None:
-    """Every latent, example and explanation index below the source's width."""
-    for kind, indices in (("feature", plan.latents), ("activation", [e.index for e in plan.examples]),
-                          ("explanation", [x.index for x in plan.explanations])):  # fmt: skip
-        bad = [i for i in indices if i >= d_sae]
-        if bad:
-            raise InvalidInputError(f"{kind} index {bad[0]} is outside the source's {d_sae} latents", plan.folder)
-
-
 def import_neuronpedia(store: Store, root: Path, *, log: Callable[[str], None] = print) -> dict[str, str]:
     """Import every source folder under `root`; returns {"model/source": "imported" | "skipped"}."""
-    from latentpedia.exchange.writer import write_plan
-
     outcome = {}
     for folder in source_dirs(Path(root)):
         plan = read_source(store, folder)

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 
 from latentpedia.config import DEFAULT_MODEL_ID
 from latentpedia.errors import InvalidInputError
-from latentpedia.exchange.np_import import SourcePlan, check_indices
+from latentpedia.exchange.plan import SourcePlan, check_indices
 from latentpedia.exchange.np_layout import EXTRA
 from latentpedia.exchange.np_rows import ExampleIn
 from latentpedia.store import codec
