@@ -108,7 +108,7 @@ def _db_callback(must_exist: bool):
     def check(value: str) -> str:
         problem = db_url_problem(value or default_db_url(), must_exist=must_exist)
         if problem:
-            fail(f"--db {problem}")
+            fail(f"--db {problem}" if value else f"the default atlas ($LATENTPEDIA_DB or the data dir) {problem}; pass --db")
         return value
 
     return check
