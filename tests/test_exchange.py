@@ -82,8 +82,11 @@ def test_round_trip_gives_an_identical_canonical_dump(atlas, request, tmp_path):
         assert set(import_neuronpedia(target, tmp_path / "np", log=QUIET).values()) == {"imported"}
         target.close()
         after = _dump(url, tmp_path / "dump-b")
+        with TestClient(create_app(url)) as client:  # the tiny model's folder is here: the import is live
+            html = client.get(f"/{atlas.model}/1-mlp/0", headers={"accept": "text/html"}).text
     for table in TABLES:
         assert after[table] == before[table], table
+    assert 'id="test-text"' in html and 'id="live-off"' not in html
     assert before["examples"].count(b"\n") == counts["activations"] > 1000
     assert before["votes"].count(b"\n") == 2 and before["scores"].count(b"\n") == 2
     score = json.loads(before["scores"].splitlines()[0])
@@ -137,6 +140,9 @@ def test_a_plain_neuronpedia_export_becomes_a_static_source(db_url, tmp_path):
     store.close()
     with TestClient(create_app(db_url)) as client:
         page = client.get(f"/api/feature/{MODEL}/{SOURCE}/0").json()
+        html = client.get(f"/{MODEL}/{SOURCE}/0", headers={"accept": "text/html"}).text
+    assert page["source"]["live"] is False
+    assert 'id="live-off"' in html and 'id="test-text"' not in html
     assert page["pos_str"] == [" cat", " mat"] and page["neg_str"] == [" dog"]
     assert page["activations"][0]["tokens"] == TOKENS and page["activations"][0]["values"][2] == 3.0
     assert page["activations"][1]["tokens"][: len(SHORT)] == SHORT  # padded to the longest window

@@ -48,6 +48,7 @@ class SourceInfo(BaseModel):
     quality: dict[str, float] = Field(
         default_factory=dict, description="SAE evaluation figures when known (meta['quality']: l0, explained_variance, ce_loss_recovered, ...)"
     )
+    live: bool = Field(default=True, description="false: a static source (imported without its model or weights): no live features")
     url: str
     api_url: str
 

@@ -54,6 +54,6 @@ def source_info(record: SourceRecord) -> SourceInfo:
         model=record.model_id, name=record.name, kind=record.kind, hook_name=record.hook_name,
         layer=record.layer, width=record.d_sae, d_in=record.d_in, tokens_seen=record.n_tokens,
         status=record.status, format=record.format, built_at=record.built_at,
-        logits_basis=meta.get("logits_basis"), quality=quality,
+        logits_basis=meta.get("logits_basis"), quality=quality, live=not meta.get("static"),
         url=source_url(record.model_id, record.name), api_url=source_api_url(record.model_id, record.name),
     )  # fmt: skip
