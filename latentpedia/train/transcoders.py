@@ -36,6 +36,8 @@ from latentpedia.train.saes.sparse_encode import gather_encode
 from latentpedia.train.saes.topk import auxk_loss, sparse_decode
 from latentpedia.train.trainer import TrainingDivergedError
 
+INIT_ENCODER_SCALE = 0.1
+
 
 @dataclass
 class TranscoderConfig:
@@ -83,7 +85,8 @@ class TopKTranscoder(nn.Module):
         self.settings = settings
         W_dec = torch.randn(settings.d_sae, d_out, generator=generator)
         self.W_dec = nn.Parameter(W_dec / W_dec.norm(dim=-1, keepdim=True))
-        W_enc = torch.randn(settings.d_in, settings.d_sae, generator=generator) / math.sqrt(settings.d_in)
+        # small encoder: the first outputs are ~b_dec (the mean), not noise from 32 random rows
+        W_enc = torch.randn(settings.d_in, settings.d_sae, generator=generator) * (INIT_ENCODER_SCALE / math.sqrt(settings.d_in))
         self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(settings.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_out))
