@@ -24,7 +24,7 @@ def add_transcoders(url: str, model_id: str, folder) -> list[str]:
         g = torch.Generator().manual_seed(0)
         windows = torch.randint(1, model.vocab_size, (16, 33), generator=g)
         windows[:, 0] = model.bos_id
-        config = TranscoderConfig(out_dir=folder, model_id=model_id, width=WIDTH, k=K, n_tokens=512, progress=False)
+        config = TranscoderConfig(out_dir=folder, model_id=model_id, width=WIDTH, k=K, n_tokens=2048, lr=1e-2, progress=False)
         results = TranscoderTrainer(model, windows, config, log=lambda *_: None).run()
         for r in results:
             hook = f"blocks.{r['layer']}.ln2.hook_normalized"
