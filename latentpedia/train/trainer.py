@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from latentpedia.errors import InvalidInputError, LatentpediaError
 from latentpedia.train.activations import ActivationSource
+from latentpedia.train.checkpoint import load_training_state, save_training_state
 from latentpedia.train.config import TrainConfig
 from latentpedia.train.export import sae_name, write_saelens
 from latentpedia.train.progress import TrainProgress
@@ -145,18 +145,12 @@ class Trainer:
                 run.sae.start_at_l0(x, run.l0_controller.target)
 
     def _save_checkpoint(self) -> None:
-        state = {"identity": self.config.identity(), "step": self.step, "rng": self.generator.get_state(),
-                 "runs": {run.name: run.state() for run in self.runs}}
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        runs = {run.name: run.state() for run in self.runs}
+        save_training_state(self.checkpoint_path, self.config.identity(), self.step, self.generator, runs)
 
     def _resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        state = torch.load(self.checkpoint_path, weights_only=False)
-        if state["identity"] != self.config.identity():
+        state = load_training_state(self.checkpoint_path, self.config.identity())
+        if state is None:
             return False
         self.step = state["step"]
         self.generator.set_state(state["rng"])

@@ -31,6 +31,7 @@ from latentpedia.errors import InvalidInputError
 from latentpedia.models.hooks import run_with_cache
 from latentpedia.sources.hooknames import transcoder_hooks
 from latentpedia.sources.ids import source_id, width_label
+from latentpedia.train.checkpoint import load_training_state, save_training_state
 from latentpedia.train.saes.base import SAESettings
 from latentpedia.train.saes.sparse_encode import gather_encode
 from latentpedia.train.saes.topk import auxk_loss, sparse_decode
@@ -205,18 +206,12 @@ class TranscoderTrainer:
             run.transcoder.b_dec.copy_(y.mean(0) * run.out_scale)
 
     def _save_checkpoint(self) -> None:
-        state = {"identity": self.config.identity(), "step": self.step, "rng": self.generator.get_state(),
-                 "runs": {run.layer: run.state() for run in self.runs}}
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        runs = {run.layer: run.state() for run in self.runs}
+        save_training_state(self.checkpoint_path, self.config.identity(), self.step, self.generator, runs)
 
     def _resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        state = torch.load(self.checkpoint_path, weights_only=False)
-        if state["identity"] != self.config.identity():
+        state = load_training_state(self.checkpoint_path, self.config.identity())
+        if state is None:
             return False
         self.step = state["step"]
         self.generator.set_state(state["rng"])
