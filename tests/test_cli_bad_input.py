@@ -97,6 +97,7 @@ TABLE = [
     # eval-sae
     bad("eval-sae", "{sae_d_sae_big}", *M, *DB, needle="'d_sae' must be an integer"),
     bad("eval-sae", "no-such-source", *M, *DB, needle="neither an SAE folder nor an SAE source"),
+    bad("eval-sae", "{sae_narrow}", *M, *DB, needle="has width"),
     bad("eval-sae", "0-mlp", "--tokens", "0", *M, *DB, needle=RANGE),
     # explain
     bad("explain", "--limit", "0", *DB, needle=RANGE),
@@ -222,6 +223,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     hook = "blocks.1.hook_resid_post"
     paths["sae_good"] = str(write_saelens(root / "good", random_sae("topk", d_in=D_MODEL, d_sae=16, k=4), hook_name=hook))
     paths["sae_zero"] = str(write_saelens(root / "zero", random_sae("relu", d_in=D_MODEL, d_sae=0), hook_name=hook))
+    paths["sae_narrow"] = str(write_saelens(root / "narrow", random_sae("topk", d_in=D_MODEL - 1, d_sae=16, k=4), hook_name=hook))
     for name, edit in {"d_sae_big": {"d_sae": "big"}, "k_null": {"k": None}, "k_text": {"k": "four"},
                        "hook_5": {"metadata": {"hook_name": 5}}}.items():
         folder = write_saelens(root / name, random_sae("topk", d_in=D_MODEL, d_sae=16, k=4), hook_name=hook)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentpedia.engine.resolve import resolve_source, stored_path
 from latentpedia.errors import InvalidInputError
 from latentpedia.models.hooks import hook_width
 from latentpedia.models.loader import LoadedModel, load_model
@@ -115,15 +116,12 @@ def _import(store: Store, model: LoadedModel, results: list[dict[str, Any]], log
 
 def eval_sae(store: Store, target: str, *, model: str, n_tokens: int = 8192, log=print) -> dict[str, Any]:
     """Evaluate an SAE folder or an atlas source; store the metrics if it is in the atlas."""
-    from latentpedia.sources import load_sae
-
     loaded = load_model(model)
     record = store.get_source(loaded.id, target)
-    path = Path(_source_path(record) or target) if record is not None else Path(target)
+    path = Path(stored_path(record) or target) if record is not None else Path(target)
     if not path.exists():
         raise InvalidInputError(f"neither an SAE folder nor an SAE source of {loaded.id} in the atlas", target)
-    sae = load_sae(path)
-    hook_width(loaded, sae.hook_name)
+    sae = resolve_source(loaded, str(path))  # validated against the model's hook width
     metrics = json_safe(evaluate_sae(loaded, sae, eval_windows(store, loaded, n_tokens)))
     log(f"{sae.id}: {summary_line(metrics)}")
     record = record or _source_by_path(store, loaded.id, path)
@@ -133,12 +131,7 @@ def eval_sae(store: Store, target: str, *, model: str, n_tokens: int = 8192, log
     return metrics
 
 
-def _source_path(record) -> str | None:
-    """Where a source's SAE files are: its `path`, else the loader's `origin.path`."""
-    return record.path or (record.meta or {}).get("origin", {}).get("path")
-
-
 def _source_by_path(store: Store, model_id: str, path: Path):
     resolved = path.resolve()
     sources = store.list_sources(model_id)
-    return next((s for s in sources if _source_path(s) and Path(_source_path(s)).resolve() == resolved), None)
+    return next((s for s in sources if stored_path(s) and Path(stored_path(s)).resolve() == resolved), None)
