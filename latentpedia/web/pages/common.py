@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import quote, urlencode
 
 from latentpedia.engine.resolve import source_record as find_source
@@ -16,7 +17,9 @@ def _part(text: str) -> str:
     return quote(str(text), safe="")
 
 
+@lru_cache(maxsize=4096)
 def source_url(model: str, source: str) -> str:
+    """`/{model}/{source}`, quoted (cached: a feature page links ~15 latents of one source)."""
     return f"/{_part(model)}/{_part(source)}"
 
 
