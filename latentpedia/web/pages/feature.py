@@ -24,9 +24,6 @@ from latentpedia.web.schemas import Activation, DecoderEntry, FeaturePage, Linke
 
 KIND_NAMES = {0: "top", 1: "quantile"}
 N_QUANTILE_GROUPS = 10
-_BLANK_ACTIVATION = Activation(
-    tokens=[], token_ids=[], values=[], maxValue=0.0, maxValueTokenIndex=0, binMin=None, binMax=None, kind="top", group=-1, window=0
-)  # every field is replaced by `_activation`
 COMMUNITY_FIELDS = frozenset({"source", "explanations", "comments"})  # what changes without a rebuild
 
 
@@ -50,7 +47,7 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
     record, latent, index = inputs.source.record, inputs.latent, inputs.index
     model, source = record.model_id, record.name
     logits = latent.logits or {}
-    return FeaturePage(
+    return FeaturePage.model_construct(  # every field set here with its type (test: validation changes nothing)
         modelId=model, layer=source, index=index, source=inputs.source.info,
         max_act=latent.max_act, mean_act=latent.mean_act, frac_nonzero=latent.frac_nonzero,
         density_log10=math.log10(latent.frac_nonzero) if latent.frac_nonzero else None,
@@ -60,9 +57,9 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
         activations=_activations(inputs),
         quantile_groups=_quantile_groups(inputs.examples, latent.max_act),
         explanations=list(explanations), comments=list(comments),
-        aligned=[DecoderEntry(dim=int(d), value=v) for d, v in latent.aligned or []],
+        aligned=[DecoderEntry.model_construct(dim=int(d), value=float(v)) for d, v in latent.aligned or []],
         aligned_space=(record.meta or {}).get("aligned_space"),
-        correlated=[LinkedLatent(index=int(i), value=v, url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
+        correlated=[LinkedLatent.model_construct(index=int(i), value=float(v), url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
         **_neighbours(record, index),
     )  # fmt: skip
 
@@ -102,32 +99,30 @@ def _activations(inputs: FeatureInputs) -> list[Activation]:
 def _dense_values(examples: list[StoredExample], lengths: list[int]) -> list[list[float]]:
     """Each example's values over its whole window (zero where nothing was stored), all
     examples at once; positions past the window's end are dropped."""
-    if not examples:
-        return []
-    counts = [len(e.positions) for e in examples]
-    rows = np.repeat(np.arange(len(examples)), counts)
-    columns = np.concatenate([e.positions for e in examples]).astype(np.int64)
-    stored = np.concatenate([e.values for e in examples]).astype(np.float32)
-    inside = columns < np.asarray(lengths, dtype=np.int64)[rows]
-    dense = np.zeros((len(examples), max(lengths)), dtype=np.float32)
-    dense[rows[inside], columns[inside]] = stored[inside]
-    return [row if len(row) == n else row[:n] for row, n in zip(dense.tolist(), lengths, strict=True)]
+    out = []
+    for example, n in zip(examples, lengths, strict=True):
+        row = [0.0] * n
+        for position, value in zip(example.positions.tolist(), example.values.astype(np.float32).tolist(), strict=True):
+            if position < n:
+                row[position] = value
+        out.append(row)
+    return out
 
 
 def _activation(example: StoredExample, window: WindowTokens, values: list[float], max_act: float | None) -> Activation:
     """An example window with its dense per-token values.
 
-    A copy of a validated blank, updated without validation: these lists are most of a page,
+    Constructed without validation (like the whole page): these lists are most of a page,
     validating them cost more than the rest of the page, every type is set here, and a test
     checks that validating the result changes nothing. `tokens` and `token_ids` are the
     window's own lists (shared through the reader's cache: read only)."""
     kind = KIND_NAMES.get(example.kind, "top")
     low, high = _quantile_bounds(example.group, max_act) if kind == "quantile" else (None, None)
-    return _BLANK_ACTIVATION.model_copy(update={
-        "tokens": window.tokens, "token_ids": window.token_ids, "values": values,
-        "maxValue": float(example.max_value or 0.0), "maxValueTokenIndex": int(example.max_pos),
-        "binMin": low, "binMax": high, "kind": kind, "group": int(example.group), "window": int(example.window),
-    })  # fmt: skip
+    return Activation.model_construct(
+        tokens=window.tokens, token_ids=window.token_ids, values=values,
+        maxValue=float(example.max_value or 0.0), maxValueTokenIndex=int(example.max_pos),
+        binMin=low, binMax=high, kind=kind, group=int(example.group), window=int(example.window),
+    )  # fmt: skip
 
 
 def _quantile_groups(examples: list[StoredExample], max_act: float | None) -> list[QuantileGroup]:
