@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from latentpedia.web import create_app
+from latentpedia.interp.registry import EXPLAINERS, SCORERS
 from tests.community_fixtures import CommunityAtlas, community_atlas
 from tests.conftest import BACKENDS
 
@@ -85,6 +86,9 @@ def test_unknown_latents_are_404(client, catlas) -> None:
 
 def test_feature_page_shows_the_actions_to_users_only(client, catlas) -> None:
     url = f"/{catlas.model}/{SOURCE}/3"
+    # the score form shows once the latent has an explanation (whatever ran before this test)
+    made = client.post("/api/explanation/new", json={**ref(catlas, 3), "text": "closing brackets"}, headers=catlas.key("bob"))
+    assert made.status_code in (200, 201), made.text
     anonymous = TestClient(client.app).get(url, headers={"accept": "text/html"}).text
     assert "generate explanation" not in anonymous
     html = client.get(url, headers={"accept": "text/html", **catlas.key("alice")}).text
@@ -92,3 +96,8 @@ def test_feature_page_shows_the_actions_to_users_only(client, catlas) -> None:
     assert 'value="llm"' not in html  # LLM actions are offered to admins only
     admin = client.get(url, headers={"accept": "text/html", **catlas.key("root")}).text
     assert 'value="llm"' in admin and 'value="simulation"' in admin
+    # The choices are the registries' (a new scorer or explainer shows up without a template edit)
+    for kind in [*EXPLAINERS.values(), *SCORERS.values()]:
+        option = f'<option value="{kind.name}"'
+        assert option in admin
+        assert (option in html) == (not kind.needs_llm), kind.name

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from latentpedia.interp.registry import EXPLAINERS, SCORERS
 from latentpedia.store.api import Store
 from latentpedia.web.featurejson import FeatureJsonFastPath
 from latentpedia.engine.worker import LiveConfig, LiveModels, store_model_loader
@@ -54,6 +55,7 @@ def create_app(db_url: str, *, model_loader: ModelLoader | None = None, live_con
     )
     app.state.templates = make_templates()
     app.state.templates.env.globals.update(community.TEMPLATE_GLOBALS)  # my_votes, my_lists
+    app.state.templates.env.globals.update(interp_explainers=list(EXPLAINERS.values()), interp_scorers=list(SCORERS.values()))
     app.state.token_text = {}
     app.state.model_loader = model_loader
     app.add_exception_handler(NotFoundError, _not_found)
