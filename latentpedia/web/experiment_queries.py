@@ -25,7 +25,7 @@ from latentpedia.store.api import Store
 from latentpedia.web import experiment_schemas as S
 from latentpedia.web.deps import token_text_for
 from latentpedia.engine.worker import LiveModels
-from latentpedia.web.pages.common import NotFoundError, feature_url, find_source
+from latentpedia.web.pages.common import NotFoundError, feature_url, source_record
 from latentpedia.web.ratelimit import PromptLimits, check_text, check_tokens
 
 DECOMPOSITION = (
@@ -50,7 +50,7 @@ class ExperimentContext:
             raise NotFoundError(f"unknown model {model!r}")
 
     async def record(self, model: str, source: str):
-        return await run_in_threadpool(find_source, self.store, model, source)
+        return await run_in_threadpool(source_record, self.store, model, source)
 
     async def run(self, model: str, fn: Callable, timeout: float | None = None) -> Any:
         try:

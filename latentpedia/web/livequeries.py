@@ -31,7 +31,7 @@ from latentpedia.web.live_schemas import (
     TopkRequest,
     TopkResult,
 )
-from latentpedia.web.pages.common import NotFoundError, feature_api_url, feature_url, find_source
+from latentpedia.web.pages.common import NotFoundError, feature_api_url, feature_url, source_record
 from latentpedia.web.ratelimit import PromptLimits, check_text, check_tokens
 
 
@@ -90,7 +90,7 @@ def _activation_batch(live: LiveModels, record: SourceRecord, limits: PromptLimi
 
 async def activation(ctx: LiveContext, body: ActivationRequest) -> ActivationResult:
     text = check_text(body.text, ctx.limits)
-    record = await run_in_threadpool(find_source, ctx.store, body.modelId, body.layer)
+    record = await run_in_threadpool(source_record, ctx.store, body.modelId, body.layer)
     if body.index >= record.d_sae:
         raise NotFoundError(f"source {record.name!r} has latents 0..{record.d_sae - 1}, not {body.index}")
     key = ("activation", record.id, record.built_at)
@@ -121,7 +121,7 @@ def chosen_sources(store: Store, model: str, names: list[str] | None) -> list[So
         if not records:
             raise NotFoundError(f"model {model!r} has no built source to search")
         return records
-    records = [find_source(store, model, name) for name in dict.fromkeys(names)]
+    records = [source_record(store, model, name) for name in dict.fromkeys(names)]
     pending = [r.name for r in records if r.status != "ready"]
     if pending:
         raise HTTPException(status_code=422, detail=f"sources not built yet: {', '.join(pending)}")

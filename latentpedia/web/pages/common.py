@@ -5,12 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from urllib.parse import quote, urlencode
 
-from latentpedia.engine.resolve import source_record as find_source
+from latentpedia.engine.resolve import source_record
 from latentpedia.errors import NotFoundError
 from latentpedia.store.records import SourceRecord
 from latentpedia.web.schemas import SourceInfo
 
-__all__ = ["NotFoundError", "find_source"]
+__all__ = ["NotFoundError", "source_record"]
 
 
 def _part(text: str) -> str:

@@ -26,7 +26,7 @@ from latentpedia.store.api import Store
 from latentpedia.store.base import to_record
 from latentpedia.store.records import SourceRecord
 from latentpedia.store.schema import Corpus, Example, Latent, Source, Window
-from latentpedia.web.pages.common import NotFoundError, find_source, source_info
+from latentpedia.web.pages.common import NotFoundError, source_record, source_info
 from latentpedia.web.schemas import SourceInfo
 
 _SOURCE = (
@@ -178,7 +178,7 @@ class FeatureReader:
         """The source `name` of `model` (NotFoundError naming what is unknown), cached by its row."""
         row = conn.execute(_SOURCE, {"model": model, "name": name}).first()
         if row is None:
-            find_source(store, model, name)  # raises NotFoundError naming what is unknown
+            source_record(store, model, name)  # raises NotFoundError naming what is unknown
             raise NotFoundError(f"model {model!r} has no source {name!r}")  # it vanished meanwhile
         key = repr(tuple(row))
         entry = self._sources.get(key)

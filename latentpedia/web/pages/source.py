@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from latentpedia.store.api import Store
-from latentpedia.web.pages.common import feature_url, find_source, source_info, source_url, with_query
+from latentpedia.web.pages.common import feature_url, source_record, source_info, source_url, with_query
 from latentpedia.web.schemas import LatentOrder, LatentRow, SourcePage
 
 STORE_ORDER = {"index": "idx", "max_act": "max_act", "frac_nonzero": "frac_nonzero", "mean_act": "mean_act"}
@@ -34,7 +34,7 @@ class LatentQuery:
 
 def source_page_data(store: Store, model: str, source: str, query: LatentQuery = LatentQuery()) -> SourcePage:
     """One page of latents of `model`/`source`, for `/{model}/{source}` and its JSON twin."""
-    record = find_source(store, model, source)
+    record = source_record(store, model, source)
     density = dict(min_density=query.min_density, max_density=query.max_density, explained=query.explained)
     rows = store.list_latents(
         record.id, order_by=STORE_ORDER[query.order_by], desc=query.desc,

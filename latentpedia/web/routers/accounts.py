@@ -31,7 +31,7 @@ from latentpedia.web.community_schemas import (
 )
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.ratelimit import RateLimiter, client_address
-from latentpedia.web.pages.common import NotFoundError, find_source
+from latentpedia.web.pages.common import NotFoundError, source_record
 from latentpedia.web.pages.community import account_page_data, user_out
 from latentpedia.web.render import render_page
 from latentpedia.web.schemas import ErrorBody
@@ -201,7 +201,7 @@ def new_user(body: NewUserIn, store: StoreDep, _admin: AdminUser) -> UserOut:
 
 @router.delete("/api/source/{model}/{source}", response_model=Done, responses=AUTH_ERRORS, summary="Delete a source and its latents (admins)")
 def delete_source(model: str, source: str, store: StoreDep, _admin: AdminUser) -> Done:
-    find_source(store, model, source)
+    source_record(store, model, source)
     if not store.delete_source(model, source):
         raise NotFoundError(f"model {model!r} has no source {source!r}")
     return Done(detail=f"deleted {model}/{source}")

@@ -29,7 +29,7 @@ from latentpedia.web.community_schemas import (
     VoteOut,
 )
 from latentpedia.web.deps import StoreDep
-from latentpedia.web.pages.common import NotFoundError, find_source
+from latentpedia.web.pages.common import NotFoundError, source_record
 from latentpedia.web.pages.community import (
     comment_out,
     explanation_out,
@@ -54,7 +54,7 @@ ERRORS = {
 
 
 def _source_id(store: Store, ref: LatentRef) -> int:
-    return find_source(store, ref.modelId, ref.layer).id
+    return source_record(store, ref.modelId, ref.layer).id
 
 
 def _mine_or_admin(user: UserRecord, owner_id: int | None, what: str) -> None:

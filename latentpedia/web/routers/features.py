@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from latentpedia.web.deps import StoreDep, TokenTextDep, token_text_for
 from latentpedia.web.featurejson import feature_json as feature_json_cache
 from latentpedia.web.pages import feature_page_data
-from latentpedia.web.pages.common import feature_url, find_source
+from latentpedia.web.pages.common import feature_url, source_record
 from latentpedia.web.render import render_page
 from latentpedia.web.schemas import ErrorBody, FeaturePage
 
@@ -37,7 +37,7 @@ async def feature_json(request: Request, model: str, source: str, index: int) ->
 @router.get("/{model}/{source}/random", response_class=RedirectResponse, include_in_schema=False)
 def random_feature(model: str, source: str, store: StoreDep) -> RedirectResponse:
     """A redirect to a random latent of the source."""
-    record = find_source(store, model, source)
+    record = source_record(store, model, source)
     return RedirectResponse(feature_url(model, source, random.randrange(max(record.d_sae, 1))), status_code=307)
 
 

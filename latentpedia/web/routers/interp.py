@@ -27,7 +27,7 @@ from latentpedia.web.auth import CurrentUser
 from latentpedia.web.community_schemas import ExplanationOut, LatentRef
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.live import LiveDep
-from latentpedia.web.pages.common import NotFoundError, find_source
+from latentpedia.web.pages.common import NotFoundError, source_record
 from latentpedia.web.pages.community import explanation_out
 from latentpedia.web.schemas import ErrorBody
 
@@ -90,7 +90,7 @@ async def generate(body: GenerateIn, store: StoreDep, user: CurrentUser, live: L
 def _generate(store: Store, body: GenerateIn, llm: Any, on_torch: TorchRunner) -> list[ExplanationOut]:
     from latentpedia.interp.api import explain_latent
 
-    source = find_source(store, body.modelId, body.layer)
+    source = source_record(store, body.modelId, body.layer)
     if not 0 <= body.index < source.d_sae:
         raise NotFoundError(f"source {body.layer!r} has latents 0..{source.d_sae - 1}")
     try:
