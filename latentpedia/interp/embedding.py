@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from latentpedia.errors import LatentpediaError
 from latentpedia.interp.data import AtlasText, LatentData
 from latentpedia.interp.metrics import roc_auc
-from latentpedia.interp.scoring import ScoreOutcome
-
-if TYPE_CHECKING:
-    from latentpedia.interp.registry import TorchRunner
+from latentpedia.interp.scoring import ScoreOutcome, TorchRunner
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 VERSION = "embed-v1"

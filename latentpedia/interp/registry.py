@@ -16,17 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from latentpedia.errors import LatentpediaError
+from latentpedia.interp.scoring import TorchRunner
 
 if TYPE_CHECKING:
     from latentpedia.interp.data import AtlasText, LatentData
 
-T = TypeVar("T")
-# Runs one torch step: `run(fn)` calls `fn(model)` (model: the atlas' LoadedModel, or None when
-# the caller has none at hand) and returns its result. The web passes the live worker's.
-TorchRunner = Callable[[Callable[[Any], T]], T]
 ExplainFn = Callable[["AtlasText", "list[LatentData]"], "list[dict[str, Any] | str]"]
 
 

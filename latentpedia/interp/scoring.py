@@ -8,11 +8,19 @@ other latent's explanation over the same held-out examples, and returns the stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from latentpedia.errors import LatentpediaError
-from latentpedia.interp.data import LatentData
+
+if TYPE_CHECKING:
+    from latentpedia.interp.data import LatentData
+
+T = TypeVar("T")
+# Runs one torch step: `run(fn)` calls `fn(model)` (model: the atlas' LoadedModel, or None when
+# the caller has none at hand) and returns its result. The web passes the live worker's.
+TorchRunner = Callable[[Callable[[Any], T]], T]
 
 
 class Scorer(Protocol):
