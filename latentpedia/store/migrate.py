@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, text
 
-from latentpedia.store.metadata import Base
+from latentpedia.store.metadata import UNMANAGED_NAMES, Base
 
 _INI = Path(__file__).with_name("alembic.ini")
 _PG_LOCK_KEY = 0x6C617465  # advisory lock: concurrent first opens migrate one at a time
@@ -64,7 +64,8 @@ def schema_diff(db: str | Engine) -> list[Any]:
     engine = create_engine(db) if isinstance(db, str) else db
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_name": lambda name, _type, _parent: name not in UNMANAGED_NAMES}
+            ctx = MigrationContext.configure(conn, opts=opts)
             return list(compare_metadata(ctx, Base.metadata))
     finally:
         if isinstance(db, str):
