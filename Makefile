@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 # sae-lens is a test oracle only: it lives in its own venv so it never changes our dependencies.
 ORACLE ?= .venv-oracle
 ORACLE_STAMP := $(ORACLE)/.installed
+# circuit-tracer (attribution-graph oracle, tests/test_circuit_oracle.py) pins transformers 4.x: its own venv
+# (~1.6 GB, mostly CPU torch; ~2.5 min to install here), run by that test in a subprocess.
+CIRCUIT ?= .venv-circuit
+CIRCUIT_STAMP := $(CIRCUIT)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install oracle demo test test-fast bench clean
+.PHONY: install oracle circuit-oracle demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -32,10 +36,18 @@ $(ORACLE_STAMP):
 	$(ORACLE)/bin/pip install -q sae-lens==6.54.12 pytest
 	touch $(ORACLE_STAMP)
 
+circuit-oracle: $(CIRCUIT_STAMP)
+
+$(CIRCUIT_STAMP):
+	test -x $(CIRCUIT)/bin/python || $(PYTHON) -m venv $(CIRCUIT)
+	$(CIRCUIT)/bin/pip install -q torch==2.13.0
+	$(CIRCUIT)/bin/pip install -q circuit-tracer==0.5.0
+	touch $(CIRCUIT_STAMP)
+
 demo: install
 	$(VENV)/bin/latentpedia demo
 
-test: install oracle
+test: install oracle circuit-oracle
 	PYTHONPATH=. $(ORACLE)/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_sources_oracle.py tests/test_train_oracle.py
 	$(PY) -m pytest -q
 
@@ -46,4 +58,4 @@ bench: install
 	$(PY) bench/p1_build_overhead.py
 
 clean:
-	rm -rf $(VENV) $(ORACLE) .pytest_cache .data
+	rm -rf $(VENV) $(ORACLE) $(CIRCUIT) .pytest_cache .data

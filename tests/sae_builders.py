@@ -234,6 +234,45 @@ def write_gemmascope2(folder: Path, ref: RefSAE, *, config: dict[str, Any] | Non
     return folder
 
 
+# --- circuit-tracer ----------------------------------------------------------------------------
+
+def write_circuit_tracer(folder: Path, ref: RefSAE, *, layer: int = 6, n_layers: int | None = None,
+                         config: bool = True, skip: np.ndarray | None = None) -> Path:
+    """A transcoder set as circuit-tracer saves one: `layer_{i}.safetensors` (nn.Linear-style
+    `W_enc [d_tc, d_model]`, `W_dec [d_tc, d_model]`, JumpReLU threshold under
+    `activation_function.threshold`, skip `W_skip [d_out, d_in]`) + config.yaml. Other layers of
+    the set (`n_layers`) get shifted copies. Returns the file of `layer`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_layers or layer + 1):
+        if n_layers is None and i != layer:
+            continue
+        shift = 0.0 if i == layer else 0.5
+        tensors = {"W_enc": _t(ref.W_enc.T.copy() + shift), "W_dec": _t(ref.W_dec), "b_enc": _t(ref.b_enc),
+                   "b_dec": _t(ref.b_dec)}
+        if ref.threshold is not None:
+            tensors["activation_function.threshold"] = _t(ref.threshold)
+        if skip is not None:
+            tensors["W_skip"] = _t(skip)
+        save_file(tensors, str(folder / f"layer_{i}.safetensors"))
+    if config:
+        (folder / "config.yaml").write_text(
+            "model_name: tiny\nmodel_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\n"
+            "feature_output_hook: mlp.hook_out\nscan: tiny-transcoders\n")
+    return folder / f"layer_{layer}.safetensors"
+
+
+def _circuit_tracer_cases() -> list[Case]:
+    tc_in, tc_out = "blocks.6.ln2.hook_normalized", "blocks.6.hook_mlp_out"
+    plain = dict(apply_b_dec_to_input=False, d_out=12)
+    return [
+        Case("circuit_tracer-relu", "circuit_tracer", random_sae("relu", **plain),
+             lambda r, ref: write_circuit_tracer(r / "set", ref, n_layers=8), hook_name=tc_in, output_hook=tc_out),
+        Case("circuit_tracer-jumprelu-no-config-folder", "circuit_tracer", random_sae("jumprelu", **plain),
+             lambda r, ref: write_circuit_tracer(r / "set", ref, config=False).parent,
+             hook_name=tc_in, output_hook=tc_out),
+    ]
+
+
 # --- the test matrix ---------------------------------------------------------------------------
 
 @dataclass
@@ -352,4 +391,5 @@ def _sparsify_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = _saelens_cases() + _sparsify_cases() + _dictionary_learning_cases() + _gemma_cases()
+CASES: list[Case] = (_saelens_cases() + _sparsify_cases() + _dictionary_learning_cases() + _gemma_cases()
+                     + _circuit_tracer_cases())

@@ -109,3 +109,68 @@ def test_trained_transcoders_make_an_attribution_graph(tiny, trained):
     assert "cross layer transcoder" in kinds and "logit" in kinds
     assert graph["metadata"]["transcoder_list"] == [r["name"] for r in trained]
     assert graph["metadata"]["info"]["n_expanded_features"] <= 64
+
+
+# --- circuit-tracer's transcoder format -----------------------------------------------------------
+
+def _ct_set(folder, n_layers=3, d=D_MODEL, width=WIDTH, config="feature_input_hook: mlp.hook_in\n"):
+    from tests.test_circuit_oracle import save_transcoders
+
+    save_transcoders(folder, n_layers, d, width)
+    if config is None:
+        (folder / "config.yaml").unlink()
+    else:
+        (folder / "config.yaml").write_text("model_kind: transcoder_set\n" + config)
+    return folder
+
+
+def test_circuit_tracer_layer_files_load_with_their_skip(tmp_path):
+    from safetensors.torch import load_file
+
+    folder = _ct_set(tmp_path / "set")
+    source = load_sae(folder / "layer_1.safetensors")
+    stored = load_file(str(folder / "layer_1.safetensors"))
+    assert (source.kind, source.format, source.layer) == ("transcoder", "circuit_tracer", 1)
+    assert (source.hook_name, source.output_hook) == transcoder_hooks(1)
+    assert source.weights.architecture == "jumprelu" and source.d_sae == WIDTH
+    x = torch.randn(5, D_MODEL)
+    pre = x @ stored["W_enc"].T + stored["b_enc"]  # circuit-tracer: F.linear(x, W_enc, b_enc), JumpReLU
+    expected = pre * (pre > stored["activation_function.threshold"])
+    torch.testing.assert_close(source.encode(x), expected)
+    torch.testing.assert_close(skip_of(source), stored["W_skip"].T)  # theirs adds x @ W_skip.T
+
+
+def test_circuit_tracer_sets_need_one_layer_named_and_a_known_layout(tmp_path):
+    folder = _ct_set(tmp_path / "set")
+    with pytest.raises(InvalidInputError, match="3 layers .*pass one of the layer files"):
+        load_sae(folder)
+    relu = _ct_set(tmp_path / "plain", n_layers=1, config=None)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(relu / "layer_0.safetensors"))
+    del state["activation_function.threshold"], state["W_skip"]
+    save_file(state, str(relu / "layer_0.safetensors"))
+    source = load_sae(relu)  # a folder with one layer stands for it; no config: MLP in -> out
+    assert source.weights.architecture == "relu" and source.hook_name == transcoder_hooks(0)[0]
+    assert getattr(source, "skip", None) is None
+    clt = _ct_set(tmp_path / "clt", n_layers=1, config="")
+    (clt / "config.yaml").write_text("model_kind: cross_layer_transcoder\n")
+    with pytest.raises(InvalidInputError, match="cross_layer_transcoder"):
+        load_sae(clt / "layer_0.safetensors")
+    odd = _ct_set(tmp_path / "odd", n_layers=1, config="feature_input_hook: hook_resid_pre\n")
+    with pytest.raises(InvalidInputError, match="feature_input_hook 'hook_resid_pre'"):
+        load_sae(odd / "layer_0.safetensors")
+    bad = _ct_set(tmp_path / "bad", n_layers=1)
+    state = load_file(str(bad / "layer_0.safetensors"))
+    state["W_skip"] = state["W_skip"][:, :3].contiguous()
+    save_file(state, str(bad / "layer_0.safetensors"))
+    with pytest.raises(InvalidInputError, match="W_skip"):
+        load_sae(bad / "layer_0.safetensors")
+
+
+def test_circuit_tracer_transcoders_feed_an_attribution_graph(tiny, tmp_path):
+    folder = _ct_set(tmp_path / "set", n_layers=N_LAYERS, config="feature_input_hook: ln2.hook_normalized\n"
+                     "feature_output_hook: hook_mlp_out\n")
+    sources = [load_sae(folder / f"layer_{i}.safetensors") for i in range(N_LAYERS)]
+    graph = generate_graph(tiny, "The function returns a list", sources, config=AttributionConfig(max_feature_nodes=32))
+    assert any(n["feature_type"] == "cross layer transcoder" for n in graph["nodes"]) and graph["links"]

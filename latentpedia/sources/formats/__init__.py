@@ -12,6 +12,7 @@ from pathlib import Path
 from latentpedia.errors import InvalidInputError
 from latentpedia.sources.base import layer_of
 from latentpedia.sources.formats.base import Format, RawSAE
+from latentpedia.sources.formats.circuit_tracer import CircuitTracerFormat
 from latentpedia.sources.formats.dictionary_learning import DictionaryLearningFormat
 from latentpedia.sources.formats.gemmascope import GemmaScopeFormat
 from latentpedia.sources.formats.gemmascope2 import GemmaScope2Format
@@ -29,6 +30,7 @@ FORMATS: dict[str, Format] = {
         DictionaryLearningFormat(),
         GemmaScope2Format(),
         GemmaScopeFormat(),
+        CircuitTracerFormat(),
         SparsifyFormat(),
     )
 }
@@ -53,7 +55,7 @@ def _format_of(folder: Path, path: Path) -> Format:
 
 
 def detect_format(path: str | Path) -> str:
-    """"saelens" | "sparsify" | "dictionary_learning" | "gemmascope" | "gemmascope2"."""
+    """"saelens" | "sparsify" | "dictionary_learning" | "gemmascope" | "gemmascope2" | "circuit_tracer"."""
     return _format_of(_folder(path), Path(path)).name
 
 
@@ -72,10 +74,10 @@ def load_sae(
     """
     folder = _folder(path)
     fmt = _format_of(folder, Path(path))
-    folder = fmt.resolve(folder)
+    folder = fmt.select(folder, Path(os.path.abspath(path)))
     raw = fmt.read(folder, hook_name)
     check_sae(raw, expected_d_in)
-    return SAESource(
+    source = SAESource(
         raw.weights.to_float32(),
         _checked_hook(raw),
         output_hook=raw.output_hook,
@@ -84,6 +86,9 @@ def load_sae(
         origin={"path": str(folder), "hook_from": raw.hook_origin},
         source_id=source_id,
     )
+    if raw.skip is not None:
+        source.skip = raw.skip.float()
+    return source
 
 
 def _checked_hook(raw: RawSAE) -> str:

@@ -30,6 +30,7 @@ class RawSAE:
     cfg: dict[str, Any] = field(default_factory=dict)  # JSON-able config as stored
     origins: dict[str, tuple[str, bool]] = field(default_factory=dict)  # field -> (file key, transposed)
     declared: dict[str, int | None] = field(default_factory=dict)  # d_in / d_sae / d_out the cfg states
+    skip: torch.Tensor | None = None  # transcoders with a linear skip: [d_in, d_out], input @ skip joins the output
 
     @property
     def config_file(self) -> Path:
@@ -55,6 +56,10 @@ class Format(ABC):
     def resolve(self, folder: Path) -> Path:
         """The SAE folder to read when `folder` holds several (e.g. a sparsify run)."""
         return folder
+
+    def select(self, folder: Path, path: Path) -> Path:
+        """What `read` gets when the user named `path` (a file in `folder`, or `folder` itself)."""
+        return self.resolve(folder)
 
 
 def take(state: dict[str, torch.Tensor], key: str, origins: dict[str, tuple[str, bool]],
