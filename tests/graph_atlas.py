@@ -1,4 +1,4 @@
-"""A community atlas (private SQLite copy of the seeded tiny atlas, with accounts) plus one
+"""A community atlas (the seeded tiny atlas with accounts, on SQLite or PostgreSQL) plus one
 quickly trained transcoder per layer of the tiny LLaMA, registered as transcoder sources."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def add_transcoders(url: str, model_id: str, folder) -> list[str]:
 
 
 @contextmanager
-def graph_atlas(request, tmp_path_factory) -> Iterator[tuple[CommunityAtlas, list[str]]]:
-    with community_atlas("sqlite", request, tmp_path_factory) as community:
+def graph_atlas(request, tmp_path_factory, backend: str = "sqlite") -> Iterator[tuple[CommunityAtlas, list[str]]]:
+    with community_atlas(backend, request, tmp_path_factory) as community:
         names = add_transcoders(community.url, community.model, tmp_path_factory.mktemp("transcoders"))
         yield community, names

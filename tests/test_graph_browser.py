@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import BACKENDS
 from tests.graph_atlas import graph_atlas
 from tests.test_graph_web import PROMPT
 from tests.test_web_community_browser import CHROMIUM, Session, browser  # noqa: F401 (fixture)
@@ -21,13 +22,13 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMI
 NAME = '<img src=x onerror="window.__pwned = 1">group'
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def served(request, tmp_path_factory):
     import uvicorn
 
     from latentpedia.web import create_app
 
-    with graph_atlas(request, tmp_path_factory) as (community, _names):
+    with graph_atlas(request, tmp_path_factory, request.param) as (community, _names):
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(community.url, private=False), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)

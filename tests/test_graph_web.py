@@ -1,4 +1,4 @@
-"""Attribution-graph routes and pages over a tiny atlas with transcoders (SQLite): generate,
+"""Attribution-graph routes and pages over a tiny atlas with transcoders (SQLite and PostgreSQL): generate,
 read, upload, subgraphs; anonymous writes refused; bad input 4xx; user text escaped."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from fastapi.testclient import TestClient
 from latentpedia.web import create_app
 from latentpedia.web.compute import COMPUTE_EXTENSION
 from latentpedia.web.ratelimit import PromptLimits, RateLimiter
+from tests.conftest import BACKENDS
 from tests.graph_atlas import graph_atlas
 
 PROMPT = "The function returns a list of the values"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def atlas(request, tmp_path_factory):
-    with graph_atlas(request, tmp_path_factory) as value:
+    with graph_atlas(request, tmp_path_factory, request.param) as value:
         yield value
 
 
