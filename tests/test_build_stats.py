@@ -65,20 +65,30 @@ def test_top_examples_are_the_windows_with_highest_max(built):
 
 
 def test_quantile_samples_are_bottom_keys_per_interval():
+    """Bottom keys per fine interval of [0, 64) (64: the power of two above the max 50), then
+    per tenth of (0, 50] the smallest keys among those kept (tests/test_build_merge.py checks
+    the rule when the max moves and for any batch order)."""
     x = synthetic(1)
-    x[0, 5, :] = 50.0  # the max of every live latent is in the first batch: bins never move
+    x[0, 5, :] = 50.0  # the max of every live latent is in the first batch
     x[:, :, 3] = 0
     acc = SourceAccumulator(D, T, StatsConfig(top_k=5, seed=11))
     feed(acc, x)
     wmax = x[:, 1:, :].max(dim=1).values
     q = acc.quantiles
+    windows, _ = q.final(acc.maxima)
     for latent in (0, 10, 23):
         keys = window_keys(torch.arange(N_WIN), torch.tensor([latent]), 11)[:, 0]
-        groups = (torch.ceil(wmax[:, latent] / acc.maxima[latent] * 10) - 1).clamp(0, 9)
+        fine = (wmax[:, latent] / 64 * q.n_fine).floor().clamp(0, q.n_fine - 1)
+        kept = []
+        for interval in range(q.n_fine):
+            members = torch.nonzero((fine == interval) & (wmax[:, latent] > 0)).flatten()
+            kept += members[torch.argsort(keys[members], stable=True)][:5].tolist()
+        kept = torch.tensor(sorted(kept))  # window order, so equal keys fall back on the window
+        groups = (torch.ceil(wmax[kept, latent] / acc.maxima[latent] * 10) - 1).clamp(0, 9)
         for group in range(10):
-            members = torch.nonzero((groups == group) & (wmax[:, latent] > 0)).flatten()
-            expected = members[torch.argsort(keys[members])][:5].tolist()
-            slots = q.windows[latent, group * 5 : group * 5 + 5]
+            members = kept[groups == group]
+            expected = members[torch.argsort(keys[members], stable=True)][:5].tolist()
+            slots = windows[latent, group * 5 : group * 5 + 5]
             assert [w for w in slots.tolist() if w >= 0] == expected
 
 

@@ -21,6 +21,9 @@ class StatsConfig:
     top_k: int = 32
     n_groups: int = 10
     per_group: int = 5
+    # quantile samples are kept per fine interval of [0, power of two above the max), this many
+    # per group, so they merge across shards (examples.py); part of the checkpoint key
+    fine_per_group: int = 2
     hist_bins: int = 50
     n_logits: int = 10
     n_aligned: int = 10
@@ -40,7 +43,7 @@ class SourceAccumulator:
         self.sums = torch.zeros(d, dtype=torch.float64)
         self.maxima = torch.zeros(d)
         self.top = TopExamples(d, config.top_k, window_len)
-        self.quantiles = QuantileExamples(d, window_len, n_groups=config.n_groups, per_group=config.per_group, seed=config.seed)
+        self.quantiles = QuantileExamples(d, window_len, n_groups=config.n_groups, per_group=config.per_group, seed=config.seed, fine_per_group=config.fine_per_group)
         self.hist = StreamingHistogram(d)
         self.corr = Correlations(d)
 
@@ -65,6 +68,24 @@ class SourceAccumulator:
         self.quantiles.update(wmax, windows, acts, self.maxima, grew)
         self.hist.update(flat, self.maxima)
         self.corr.update(flat)
+
+    def start_at(self, batch: int) -> None:
+        """Declare that the first update is batch number `batch` of the whole stream (a shard of a
+        distributed build): batch-numbered choices (Gram folds, token samples) then match a
+        single-process build."""
+        self.corr.batches = batch
+
+    def merge(self, other: "SourceAccumulator") -> None:
+        """Add the statistics of the windows that follow this accumulator's: the result equals
+        one accumulator fed both (exactly, up to the order of float64 additions)."""
+        self.n_tokens += other.n_tokens
+        self.count_pos += other.count_pos
+        self.sums += other.sums
+        self.maxima = torch.maximum(self.maxima, other.maxima)
+        self.top.merge(other.top)
+        self.quantiles.merge(other.quantiles, self.maxima)
+        self.hist.merge(other.hist)
+        self.corr.merge(other.corr)
 
     _PARTS = ("top", "quantiles", "hist", "corr")
 

@@ -14,8 +14,8 @@ import warnings
 import torch
 
 MAX_DENSE = 16384
-SPARSE_BELOW = 0.05
-FOLD = 32  # dense batches summed in float32 before folding into the float64 Gram  # use the sparse product when fewer than this fraction of entries are non-zero
+SPARSE_BELOW = 0.05  # use the sparse product when fewer than this fraction of entries are non-zero
+FOLD = 32  # dense batches summed in float32 before folding into the float64 Gram (every FOLD-th batch number)
 
 
 class Correlations:
@@ -46,7 +46,7 @@ class Correlations:
         elif self.partial is not None:
             self.partial.addmm_(x.T, x)
             self.unfolded += 1
-            if self.unfolded == FOLD:
+            if self.batches % FOLD == 0:  # by batch number, so a shard starting on a multiple of FOLD folds alike
                 self._fold()
         else:
             self.gram.addmm_(x.T, x)
@@ -129,6 +129,27 @@ class Correlations:
             top = torch.topk(corr, k, dim=1)
             idx[a:b], val[a:b] = top.indices, top.values.float()
         return idx, val
+
+    def merge(self, other: "Correlations") -> None:
+        """Add the sums of another part of the token stream (the one that follows this one).
+
+        Exact sums add (float64); token samples are concatenated in stream order up to the cap."""
+        self.batches = max(self.batches, other.batches)
+        if not self.exact:
+            for piece in other.sample:
+                room = self.sample_cap - self.sampled
+                if room <= 0:
+                    break
+                take = piece if piece.shape[0] <= room else piece.to_dense()[:room].to_sparse_coo()
+                self.sample.append(take)
+                self.sampled += take.shape[0]
+            return
+        for part in (self, other):
+            if part.partial is not None and part.unfolded:
+                part._fold()
+        self.n += other.n
+        self.sums += other.sums
+        self.gram += other.gram
 
     def state(self) -> dict:
         return {"n": self.n, "sums": self.sums, "gram": self.gram, "partial": self.partial, "unfolded": self.unfolded, "sample": self.sample, "sampled": self.sampled, "batches": self.batches}

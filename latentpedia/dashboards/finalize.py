@@ -80,9 +80,10 @@ def example_batch(acc: SourceAccumulator) -> ExampleBatch:
     parts = []
     lat, rank = torch.nonzero((top_windows >= 0) & (top_values > 0), as_tuple=True)
     parts.append((lat, torch.zeros_like(lat), torch.full_like(lat, -1), rank, top_windows[lat, rank], top_tokens[lat, rank]))
-    lat, slot = torch.nonzero(q.windows >= 0, as_tuple=True)
+    q_windows, q_tokens = q.final(acc.maxima)
+    lat, slot = torch.nonzero(q_windows >= 0, as_tuple=True)
     group, rank = slot // q.per_group, slot % q.per_group
-    parts.append((lat, torch.ones_like(lat), group, rank, q.windows[lat, slot], q.tokens[lat, slot]))
+    parts.append((lat, torch.ones_like(lat), group, rank, q_windows[lat, slot], q_tokens[lat, slot]))
     cols = [torch.cat(c) for c in zip(*parts)]
     lat, kind, group, rank, window, tokens = cols
     order = np.lexsort((rank.numpy(), group.numpy(), kind.numpy(), lat.numpy()))

@@ -1,14 +1,39 @@
 """Streaming per-latent histograms of positive activations.
 
-Each latent keeps `n_fine` equal bins over [0, scale) where `scale` is a power of two at least
-its running max; when the max outgrows the range, the scale doubles and pairs of bins merge,
-which is exact. At the end the fine bins are regrouped into `n_bins` equal bins over (0, max]
-(each fine bin goes to the coarse bin holding its centre: edges are exact to one fine bin).
+Each latent keeps `n_fine` equal bins over [0, scale) where `scale` is the smallest power of two
+above its running max (`dyadic_scale`, a function of the max alone); when the max outgrows the
+range, the scale doubles and pairs of bins merge, which is exact. So the counts depend only on
+the set of values seen, not on their order: `merge` of two partial histograms equals the
+histogram of everything. At the end the fine bins are regrouped into `n_bins` equal bins over
+(0, max] (each fine bin goes to the coarse bin holding its centre: edges are exact to one fine bin).
 """
 
 from __future__ import annotations
 
 import torch
+
+
+def dyadic_scale(maxima: torch.Tensor) -> torch.Tensor:
+    """The smallest power of two strictly above each max (0 where the max is not positive).
+
+    Exact (frexp), so every value binned against it gives the same bin in any process."""
+    exponent = torch.frexp(maxima.float()).exponent
+    return torch.where(maxima > 0, torch.ldexp(torch.ones_like(maxima, dtype=torch.float32), exponent), torch.zeros((), dtype=torch.float32))
+
+
+def coarsen_(counts: torch.Tensor, scale: torch.Tensor, target: torch.Tensor) -> None:
+    """Bring rows binned over [0, scale) to [0, target) (target a power-of-two multiple of scale,
+    or scale 0 for rows with nothing yet) by merging pairs of bins, in place: exact."""
+    fresh = (scale == 0) & (target > 0)
+    scale[fresh] = target[fresh]
+    n = counts.shape[1]
+    while True:
+        rows = torch.nonzero(scale < target).flatten()
+        if rows.numel() == 0:
+            return
+        merged = counts[rows].view(len(rows), n // 2, 2).sum(-1)
+        counts[rows] = torch.cat([merged, torch.zeros_like(merged)], dim=1)
+        scale[rows] *= 2
 
 
 class StreamingHistogram:
@@ -18,17 +43,17 @@ class StreamingHistogram:
         self.scale = torch.zeros(d)  # 0 = no positive value seen yet
 
     def _grow(self, maxima: torch.Tensor) -> None:
-        fresh = (self.scale == 0) & (maxima > 0)
-        if fresh.any():
-            self.scale[fresh] = torch.exp2(torch.ceil(torch.log2(maxima[fresh]))) * (1 + 2**-20)
-        while True:
-            rows = torch.nonzero(maxima >= self.scale).flatten()
-            rows = rows[self.scale[rows] > 0]
-            if rows.numel() == 0:
-                return
-            merged = self.counts[rows].view(len(rows), self.n_fine // 2, 2).sum(-1)
-            self.counts[rows] = torch.cat([merged, torch.zeros_like(merged)], dim=1)
-            self.scale[rows] *= 2
+        target = dyadic_scale(maxima)
+        if bool((target > self.scale).any()):
+            coarsen_(self.counts, self.scale, target)
+
+    def merge(self, other: "StreamingHistogram") -> None:
+        """Add another partial histogram of the same latents (this becomes the histogram of both)."""
+        target = torch.maximum(self.scale, other.scale)
+        counts, scale = other.counts.clone(), other.scale.clone()
+        coarsen_(counts, scale, target)
+        coarsen_(self.counts, self.scale, target)
+        self.counts += counts
 
     def update(self, x: torch.Tensor, maxima: torch.Tensor) -> None:
         """x [N, d] activations; maxima [d] running max including x."""
