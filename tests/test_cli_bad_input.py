@@ -140,6 +140,15 @@ TABLE = [
     bad("graph", "--prompt", "hi", "--max-logits", "0", *M, *DB, needle=RANGE),
     bad("graph", "--prompt", "hi", "--node-threshold", "0", *M, *DB, needle="--node-threshold must be greater than 0"),
     bad("graph", "--prompt", "hi", "--source", "nope", *M, *DB, needle="nope"),
+    # families
+    bad("neighbours", "--k", "0", *M, *DB, needle=RANGE),
+    bad("neighbours", "--source", "nope", *M, *DB, needle="nope"),
+    bad("neighbours", "--model", "nobody", *DB, needle="nobody"),
+    bad("match", "0-mlp", *M, *DB, needle="give two sources"),
+    bad("match", "0-mlp", "nope", *M, *DB, needle="nope"),
+    bad("match", "0-mlp", "0-mlp", *M, *DB, needle="itself"),
+    bad("match", "--windows", "0", *M, *DB, needle=RANGE),
+    bad("match", *M, *DB, needle="no pair of built SAEs"),
     # exchange
     bad("import-neuronpedia", "{tmp}/nothing", *DB, needle="nothing"),
     bad("import-neuronpedia", "{empty_dir}", *DB, needle="empty-dir"),

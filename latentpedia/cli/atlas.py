@@ -114,6 +114,10 @@ def demo(
         run_build(open_store(db), request, log=log)
         if saes:
             default_saes.train_default_saes(open_store(db), n_tokens=sae_tokens or default_saes.N_TOKENS, log=log)
+            from latentpedia.lab.matching import match_atlas
+            from latentpedia.models.loader import load_model
+
+            match_atlas(open_store(db), load_model(defaults.MODEL), log=log)  # families: widths, depth
         if explain:
             from latentpedia.interp.pipeline import explain_atlas
 

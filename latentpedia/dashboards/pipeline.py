@@ -125,8 +125,19 @@ def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = No
     cache_ready = (activation_dir(model.id, corpus.content_hash) / "manifest.json").exists()
     if not todo and (cache_ready or not request.cache_hooks):
         log("every requested source is already built over this corpus (use --rebuild to redo)")
-        return {"built": [], "corpus_id": corpus_id}
-    return _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log)
+        return {"built": [], "corpus_id": corpus_id, "neighbours": _neighbours(store, model, registered, [], log)}
+    summary = _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log)
+    return {**summary, "neighbours": _neighbours(store, model, registered, [s.id for s, _ in todo] if request.rebuild else [], log)}
+
+
+def _neighbours(store: Store, model: LoadedModel, registered: list, redo: list[str], log) -> list:
+    """The finalisation step: decoder-cosine neighbours of every same-hook source pair not stored
+    yet (dashboards/neighbours.py; pairs of rebuilt sources `redo` are recomputed)."""
+    from latentpedia.dashboards.neighbours import update_neighbours
+
+    if redo:
+        update_neighbours(store, model, names=redo, rebuild=True, log=log)
+    return update_neighbours(store, model, names=[s.id for s, _ in registered], log=log)
 
 
 def _resume_superset(model: LoadedModel, corpus_hash: str, registered: list, todo: list) -> list:

@@ -120,7 +120,7 @@ class Trainer:
         sae = make_sae(self.config.settings(d_in, width), self.generator)
         lr = self.config.lr_for(width)
         optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
-        name = sae_name(hook, sae.name, width)
+        name = sae_name(hook, sae.name, width) + (f"-s{self.config.seed}" if self.config.seed else "")  # seeds side by side
         target = self.config.steered_l0
         controller = L0Controller(target, sae.settings.l1_coefficient) if target else None
         return SAERun(name, hook, sae, optimizer, lr, tokens_since_fired=torch.zeros(width, dtype=torch.long), l0_controller=controller)

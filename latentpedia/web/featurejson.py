@@ -52,7 +52,8 @@ class FeatureJson:
         static part is read and dumped on the connection that looked the source up."""
         with store.engine.connect() as conn:
             entry = self.reader.source(conn, store, model, source)
-            key = (self._ids(store), self._ids(text), entry.record.id, entry.record.built_at, index)
+            matched = (entry.record.meta or {}).get("matches_at")  # neighbours/matches recomputed (store/families.py)
+            key = (self._ids(store), self._ids(text), entry.record.id, entry.record.built_at, matched, index)
             static = self.static.get(key)
             if static is None:
                 inputs = self.reader.latent_inputs(conn, store, entry, index, text)

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from latentpedia.web.community_schemas import CommentOut, ExplanationOut
+from latentpedia.web.family_schemas import MatchedLatent, MatchSummary, NeighbourGroup, RecentExplanation
 
 
 class ErrorBody(BaseModel):
@@ -69,6 +70,9 @@ class HomePage(BaseModel):
     models: list[ModelInfo]
     sources: list[SourceInfo]
     jobs: list[JobInfo]
+    random_explained_url: str | None = Field(default=None, description="redirects to a random explained latent (None: nothing explained yet)")
+    recent_explanations: list[RecentExplanation] = Field(default_factory=list, description="recently voted, then newest explanations")
+
 
 
 class LatentRow(BaseModel):
@@ -98,6 +102,7 @@ class SourcePage(BaseModel):
     explained: bool | None = Field(default=None, description="filter: only latents with (true) / without (false) an explanation")
     prev_url: str | None
     next_url: str | None
+    matches: list[MatchSummary] = Field(default_factory=list, description="computed neighbour / match pairs with their best-match distribution (universality)")
 
 
 class Activation(BaseModel):
@@ -166,6 +171,20 @@ class FeaturePage(BaseModel):
     aligned: list[DecoderEntry]
     aligned_space: str | None = Field(description="the space decoder entries index, e.g. blocks.6.hook_mlp_out")
     correlated: list[LinkedLatent]
+    topkCosSimIndices: list[int] = Field(default_factory=list, description="this source's latents nearest by decoder cosine, the latent itself first (Neuronpedia's name)")
+    topkCosSimValues: list[float] = Field(default_factory=list, description="their decoder cosines")
+    neuron_alignment_indices: list[int] = Field(default_factory=list, description="the dims of `aligned` (Neuronpedia's name)")
+    neuron_alignment_values: list[float] = Field(default_factory=list, description="the values of `aligned`")
+    neuron_alignment_l1: list[float] = Field(default_factory=list, description="not computed: empty")
+    correlated_features_indices: list[int] = Field(default_factory=list, description="the latents of `correlated` (Neuronpedia's name)")
+    correlated_features_pearson: list[float] = Field(default_factory=list, description="their Pearson correlation")
+    correlated_features_l1: list[float] = Field(default_factory=list, description="not computed: empty")
+    correlated_neurons_indices: list[int] = Field(default_factory=list, description="not computed: empty")
+    correlated_neurons_pearson: list[float] = Field(default_factory=list, description="not computed: empty")
+    correlated_neurons_l1: list[float] = Field(default_factory=list, description="not computed: empty")
+    neighbours: list[NeighbourGroup] = Field(default_factory=list, description="nearest latents per source (decoder_cos) and best activation matches (act_corr)")
+    continues_as: MatchedLatent | None = Field(default=None, description="best match at the next deeper layer")
+    family_url: str | None = None
     url: str
     api_url: str
     prev_url: str | None

@@ -19,6 +19,7 @@ from latentpedia.store.records import SourceRecord
 from latentpedia.web.community_schemas import CommentOut, ExplanationOut
 from latentpedia.web.pages.common import feature_api_url, feature_url, random_url
 from latentpedia.web.pages.community import comments_for, explanations_for
+from latentpedia.web.pages.families import neighbour_fields
 from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, StoredExample, WindowTokens
 from latentpedia.web.schemas import Activation, DecoderEntry, FeaturePage, LinkedLatent, QuantileGroup
 
@@ -60,7 +61,7 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
         aligned=[DecoderEntry.model_construct(dim=int(d), value=float(v)) for d, v in latent.aligned or []],
         aligned_space=(record.meta or {}).get("aligned_space"),
         correlated=[LinkedLatent.model_construct(index=int(i), value=float(v), url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
-        **_neighbours(record, index),
+        **_neighbours(record, index), **neighbour_fields(record, index, inputs.matches),
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from latentpedia.engine.tokens import TokenText
 from latentpedia.store import codec
 from latentpedia.store.api import Store
 from latentpedia.store.base import to_record
+from latentpedia.store.families import LATENT_MATCHES, MatchRow, match_rows
 from latentpedia.store.records import SourceRecord
 from latentpedia.store.schema import Corpus, Example, Latent, Source, Window
 from latentpedia.web.pages.common import NotFoundError, source_record, source_info
@@ -147,6 +148,7 @@ class FeatureInputs:
     examples: list[StoredExample]
     windows: dict[int, WindowTokens]
     text: TokenText
+    matches: list[MatchRow] = ()  # neighbours and matches in other sources (store/families.py)
 
 
 class FeatureReader:
@@ -172,7 +174,8 @@ class FeatureReader:
         examples = [_stored_example(row) for row in conn.execute(_EXAMPLES, {"sid": record.id, "idx": index})]
         text = text or TokenText(store.get_vocab(record.model_id))
         windows = self._windows(conn, store, entry, {e.window for e in examples}, text)
-        return FeatureInputs(entry, index, latent, examples, windows, text)
+        matches = match_rows(conn.execute(LATENT_MATCHES, {"sid": record.id, "idx": index}))
+        return FeatureInputs(entry, index, latent, examples, windows, text, matches)
 
     def source(self, conn: Any, store: Store, model: str, name: str) -> SourceEntry:
         """The source `name` of `model` (NotFoundError naming what is unknown), cached by its row."""

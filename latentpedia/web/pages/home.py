@@ -5,10 +5,13 @@ from __future__ import annotations
 from latentpedia.store.api import Store
 from latentpedia.store.jobs import job_state
 from latentpedia.store.records import JobRecord
-from latentpedia.web.pages.common import source_info
+from latentpedia.store import families
+from latentpedia.web.family_schemas import RecentExplanation
+from latentpedia.web.pages.common import feature_url, source_info
 from latentpedia.web.schemas import HomePage, JobInfo, ModelInfo
 
 RECENT_JOBS = 10
+RECENT_EXPLANATIONS = 8
 
 
 def home_page_data(store: Store) -> HomePage:
@@ -18,7 +21,18 @@ def home_page_data(store: Store) -> HomePage:
         for m in store.list_models()
     ]
     jobs = [job_info(j) for j in store.list_jobs(limit=RECENT_JOBS)]
-    return HomePage(models=models, sources=[source_info(s) for s in store.list_sources()], jobs=jobs)
+    recent = recent_explanation_rows(store)
+    return HomePage(models=models, sources=[source_info(s) for s in store.list_sources()], jobs=jobs,
+                    random_explained_url="/random?explained=1" if recent else None, recent_explanations=recent)  # fmt: skip
+
+
+def recent_explanation_rows(store: Store) -> list[RecentExplanation]:
+    """Recently voted, then newest explanations: where a newcomer can click first."""
+    return [
+        RecentExplanation(modelId=r["model"], layer=r["source"], index=r["index"], text=r["text"], author=r["author"],
+                          score=r["score"], url=feature_url(r["model"], r["source"], r["index"]))  # fmt: skip
+        for r in families.recent_explanations(store, RECENT_EXPLANATIONS)
+    ]
 
 
 def job_info(job: JobRecord) -> JobInfo:

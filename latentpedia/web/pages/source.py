@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from latentpedia.store.api import Store
 from latentpedia.web.pages.common import feature_url, source_record, source_info, source_url, with_query
+from latentpedia.web.pages.families import match_summaries
 from latentpedia.web.schemas import LatentOrder, LatentRow, SourcePage
 
 STORE_ORDER = {"index": "idx", "max_act": "max_act", "frac_nonzero": "frac_nonzero", "mean_act": "mean_act"}
@@ -52,6 +53,7 @@ def source_page_data(store: Store, model: str, source: str, query: LatentQuery =
         source=source_info(record), latents=latents, total=total, **asdict(query),
         prev_url=_page_url(model, source, query, query.offset - query.limit) if query.offset > 0 else None,
         next_url=_page_url(model, source, query, query.offset + query.limit) if query.offset + query.limit < total else None,
+        matches=match_summaries(store, model, source),
     )  # fmt: skip
 
 
