@@ -10,7 +10,7 @@ circuit-tracer's own format (`layer_{i}.safetensors` + `config.yaml`, which we l
 `load_sae` as well); the oracle builds a TransformerLens LLaMA with the same weights (checked:
 same logits), loads the transcoders with circuit-tracer's `load_transcoder_set` and runs its
 `attribute`. The test compares the candidate nodes, activations, chosen logits and every entry
-of the unpruned adjacency matrix.
+of the unpruned adjacency matrix, then the pruned node and edge sets.
 
 Tolerance: both sides compute in float32 and differ only in operation order (TransformerLens
 einsums vs HF linear layers, one batched backward per row block), so entries agree to float
@@ -167,6 +167,7 @@ def _oracle_model(export: Path, transcoders: Path):
 
 def oracle_main(export: Path, out: Path) -> None:
     from circuit_tracer.attribution.attribute import attribute
+    from circuit_tracer.graph import prune_graph
 
     request = json.loads((export / "request.json").read_text())
     torch.set_num_threads(2)  # the machines this runs on; our side of the bench uses the same
@@ -180,7 +181,9 @@ def oracle_main(export: Path, out: Path) -> None:
         graph = attribute(ids, model, max_n_logits=request["max_n_logits"], desired_logit_prob=request["desired_logit_prob"],
                           batch_size=request["batch_size"], max_feature_nodes=request["max_feature_nodes"])
         seconds.append(time.perf_counter() - started)
-    torch.save({"active_features": graph.active_features.long(), "activation_values": graph.activation_values.float(),
+    pruned = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
+    torch.save({"node_mask": pruned.node_mask.bool(), "edge_mask": pruned.edge_mask.bool(),
+                "active_features": graph.active_features.long(), "activation_values": graph.activation_values.float(),
                 "selected_features": graph.selected_features.long(), "adjacency": graph.adjacency_matrix.float(),
                 "logit_tokens": torch.tensor([t.vocab_idx for t in graph.logit_targets]),
                 "logit_probs": graph.logit_probabilities.float(), "logits": logits, "seconds": torch.tensor(seconds)}, out)
@@ -199,6 +202,7 @@ def test_graph_agrees_with_circuit_tracer(tmp_path):
         pytest.skip(f"circuit-tracer's venv is missing ({CIRCUIT_PYTHON}): `make circuit-oracle`")
     from latentpedia.experiments.common import prompt_ids
     from latentpedia.experiments.graph import AttributionConfig, attribute
+    from latentpedia.experiments.graph.prune import prune
     from latentpedia.experiments.graph.transcoders import replacement_layers
     from latentpedia.models import load_model
     from latentpedia.sources import load_sae
@@ -231,6 +235,17 @@ def test_graph_agrees_with_circuit_tracer(tmp_path):
     scale = A[:, keep].abs().max()
     torch.testing.assert_close(A[:, keep], B[:, keep], atol=1e-4 * float(scale), rtol=1e-3)
     assert (A[:, : nodes.n_features] != 0).sum() > 100  # latents feed latents and logits
+
+    # pruning: our rule on their adjacency keeps exactly their nodes and edges, and on ours (with
+    # the position-0 error columns zeroed as theirs are) the same nodes
+    always, has_inputs = ours.kept >= nodes.token_start, ours.kept < nodes.n_features
+    weights = torch.zeros(nodes.size)
+    weights[nodes.logit_start:] = nodes.logit_probs
+    on_theirs = prune(B, weights, always, 0.8, 0.98, has_inputs=has_inputs)
+    assert torch.equal(on_theirs.node_mask, theirs["node_mask"]) and torch.equal(on_theirs.edge_mask, theirs["edge_mask"])
+    assert 0 < int((theirs["node_mask"] & has_inputs).sum()) < nodes.n_features  # pruning kept some latents, not all
+    on_ours = prune(A.index_fill(1, bos_errors, 0.0), weights, always, 0.8, 0.98, has_inputs=has_inputs)
+    assert torch.equal(on_ours.node_mask, theirs["node_mask"])
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def prune_attribution(att: Attribution, node_threshold: float = 0.8, edge_thresh
     weights = torch.zeros(n)
     weights[n - n_logits:] = nodes.logit_probs
     always = att.kept >= nodes.token_start
-    return prune(att.adjacency, weights, always, node_threshold, edge_threshold)
+    return prune(att.adjacency, weights, always, node_threshold, edge_threshold, has_inputs=att.kept < nodes.n_features)
 
 
 def generate_graph(m, prompt: str | Sequence[int], sources: Sequence, *, slug: str | None = None,

@@ -5,7 +5,10 @@ influence is the total weight of all paths from it to the logits, each logit wei
 probability: `w^T (An + An^2 + ...)`. The graph is a DAG, so the series ends after as many
 steps as it is deep. Pruning keeps the most influential nodes until `node_threshold` of the
 total influence is covered (embeddings and logits always stay), then the edges carrying
-`edge_threshold` of the edge influence.
+`edge_threshold` of the edge influence; then, until nothing changes, a latent or error node
+without a kept outgoing edge goes, and so does a latent without a kept incoming edge. This is
+circuit-tracer's `prune_graph` rule: on the same adjacency both keep the same nodes and edges
+(tests/test_circuit_oracle.py).
 """
 
 from __future__ import annotations
@@ -66,27 +69,27 @@ class Pruned:
 
 
 def prune(adjacency: torch.Tensor, logit_weights: torch.Tensor, always: torch.Tensor,
-          node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
+          node_threshold: float = 0.8, edge_threshold: float = 0.98, *, has_inputs: torch.Tensor | None = None) -> Pruned:
     """Masks of the nodes and edges to keep.
 
     `logit_weights` [N]: probability on logit nodes, 0 elsewhere; `always` [N] bool: nodes
-    kept whatever their influence (embeddings and logits).
+    kept whatever their influence (embeddings and logits); `has_inputs` [N] bool: nodes whose
+    incoming edges were computed (expanded latents; default: none), which need one kept.
     """
     check_thresholds(node_threshold, edge_threshold)
     n = adjacency.shape[0]
     nodes = torch.arange(n)
-    An = normalized(adjacency)
-    node_influence = influence(An, nodes, logit_weights) + logit_weights
-    node_mask = (node_influence >= _threshold(node_influence[~always], node_threshold)) | always
+    has_inputs = torch.zeros(n, dtype=torch.bool) if has_inputs is None else has_inputs
+    node_influence = influence(normalized(adjacency), nodes, logit_weights)
+    node_mask = (node_influence >= _threshold(node_influence, node_threshold)) | always
     kept = adjacency * node_mask[:, None] * node_mask[None, :]
     Ak = normalized(kept)
     edge_scores = Ak * (influence(Ak, nodes, logit_weights) + logit_weights)[:, None]
     edge_mask = (edge_scores >= _threshold(edge_scores, edge_threshold)) & (kept != 0)
-    for _ in range(n):  # drop nodes left without edges (always-kept ones stay)
-        connected = edge_mask.any(dim=0) | edge_mask.any(dim=1)
-        new_mask = node_mask & (connected | always)
+    for _ in range(n):  # edge_mask[t, s]: s feeds t
+        new_mask = node_mask & (always | edge_mask.any(dim=0)) & (~has_inputs | edge_mask.any(dim=1))
         edge_mask &= new_mask[:, None] & new_mask[None, :]
         if bool((new_mask == node_mask).all()):
             break
         node_mask = new_mask
-    return Pruned(node_mask, edge_mask, node_influence)
+    return Pruned(node_mask, edge_mask, node_influence + logit_weights)
