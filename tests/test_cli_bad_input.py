@@ -149,6 +149,11 @@ TABLE = [
     bad("match", "0-mlp", "0-mlp", *M, *DB, needle="itself"),
     bad("match", "--windows", "0", *M, *DB, needle=RANGE),
     bad("match", *M, *DB, needle="no pair of built SAEs"),
+    # maps
+    bad("build-maps", "--neighbors", "1", *M, *DB, needle=RANGE),
+    bad("build-maps", "--init", "random", *M, *DB, needle="random"),
+    bad("build-maps", "--source", "nope", *M, *DB, needle="nope"),
+    bad("build-maps", "--model", "nobody", *DB, needle="nobody"),
     # exchange
     bad("import-neuronpedia", "{tmp}/nothing", *DB, needle="nothing"),
     bad("import-neuronpedia", "{empty_dir}", *DB, needle="empty-dir"),

@@ -51,6 +51,7 @@ class BuildRequest:
     # Build from the atlas's cached activations when they hold every source's hook (no forward
     # pass; only the windows the cache covers): how freshly trained SAEs get their dashboards.
     from_cache: bool = False
+    maps: bool = True  # after the statistics, a 2-D map of each source's decoder directions (dashboards/maps.py)
 
     def check(self) -> None:
         """InvalidInputError for the first setting out of range (called before anything is
@@ -125,9 +126,12 @@ def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = No
     cache_ready = (activation_dir(model.id, corpus.content_hash) / "manifest.json").exists()
     if not todo and (cache_ready or not request.cache_hooks):
         log("every requested source is already built over this corpus (use --rebuild to redo)")
-        return {"built": [], "corpus_id": corpus_id, "neighbours": _neighbours(store, model, registered, [], log)}
+        return {"built": [], "corpus_id": corpus_id, "mapped": _maps(store, request, registered, [], log),
+                "neighbours": _neighbours(store, model, registered, [], log)}
     summary = _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log)
-    return {**summary, "neighbours": _neighbours(store, model, registered, [s.id for s, _ in todo] if request.rebuild else [], log)}
+    redo = [pk for _, pk in todo] if request.rebuild else []
+    return {**summary, "mapped": _maps(store, request, registered, redo, log),
+            "neighbours": _neighbours(store, model, registered, [s.id for s, _ in todo] if request.rebuild else [], log)}
 
 
 def _neighbours(store: Store, model: LoadedModel, registered: list, redo: list[str], log) -> list:
@@ -138,6 +142,14 @@ def _neighbours(store: Store, model: LoadedModel, registered: list, redo: list[s
     if redo:
         update_neighbours(store, model, names=redo, rebuild=True, log=log)
     return update_neighbours(store, model, names=[s.id for s, _ in registered], log=log)
+
+
+def _maps(store: Store, request: BuildRequest, registered: list, redo: list[int], log) -> list[str]:
+    """The finalisation step: maps of the sources that have none (a resumed build computes
+    the ones a killed build did not reach)."""
+    from latentpedia.dashboards.maps import ensure_maps
+
+    return ensure_maps(store, registered, redo=redo, log=log) if request.maps else []
 
 
 def _resume_superset(model: LoadedModel, corpus_hash: str, registered: list, todo: list) -> list:

@@ -41,6 +41,7 @@ from latentpedia.store.corpora import CorpusMethods
 from latentpedia.store.jobs import JobMethods
 from latentpedia.store.graphs import GraphMethods
 from latentpedia.store.lists import ListMethods
+from latentpedia.store.maps import MapMethods
 from latentpedia.store.migrate import upgrade
 from latentpedia.store.records import ModelRecord, SourceRecord
 from latentpedia.store.results import ResultMethods
@@ -54,7 +55,7 @@ class SourceConflictError(LatentpediaError):
     """A source name already used for a different hook, width, corpus or file."""
 
 
-class Store(CorpusMethods, ResultMethods, JobMethods, AccountMethods, ListMethods, GraphMethods):
+class Store(CorpusMethods, ResultMethods, JobMethods, AccountMethods, ListMethods, GraphMethods, MapMethods):
     """An atlas database. Open with `Store.open(url)`; close with `close()` or `with`."""
 
     def __init__(self, engine: Engine):
