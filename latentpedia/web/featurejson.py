@@ -25,6 +25,7 @@ from latentpedia.store.community_schema import Comment, Explanation
 from latentpedia.web.pages.common import NotFoundError
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.pages.feature import COMMUNITY_FIELDS, feature_page
+from latentpedia.web.pages.maps import map_position
 from latentpedia.web.pages.feature_reader import FeatureReader, LRUCache, ObjectIds, WindowTokens
 from latentpedia.web.schemas import Activation, FeaturePage
 
@@ -58,13 +59,15 @@ class FeatureJson:
             if static is None:
                 inputs = self.reader.latent_inputs(conn, store, entry, index, text)
             has_explanations, has_comments = conn.execute(_COMMUNITY, {"sid": entry.record.id, "idx": index}).one()
+            position = map_position(conn, entry.record, index)
         if static is None:
             static = static_json(feature_page(inputs), inputs.windows)
             self.static.put(key, static, len(static))
         explanations = _EXPLANATIONS.dump_json(explanations_for(store, entry.record.id, index)) if has_explanations else b"[]"
         comments = _COMMENTS.dump_json(comments_for(store, entry.record.id, index)) if has_comments else b"[]"
-        return b"".join((static[:-1], b',"source":', entry.info_json,
-                         b',"explanations":', explanations, b',"comments":', comments, b"}"))  # fmt: skip
+        where = position.model_dump_json().encode() if position is not None else b"null"
+        return b"".join((static[:-1], b',"source":', entry.info_json, b',"explanations":', explanations,
+                         b',"comments":', comments, b',"map":', where, b"}"))  # fmt: skip
 
 
 def static_json(page: FeaturePage, windows: dict[int, WindowTokens]) -> bytes:

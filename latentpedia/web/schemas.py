@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from latentpedia.web.community_schemas import CommentOut, ExplanationOut
 from latentpedia.web.family_schemas import MatchedLatent, MatchSummary, NeighbourGroup, RecentExplanation
+from latentpedia.web.map_schemas import MapPosition
 
 
 class ErrorBody(BaseModel):
@@ -52,6 +53,8 @@ class SourceInfo(BaseModel):
     live: bool = Field(default=True, description="false: a static source (imported without its model or weights): no live features")
     url: str
     api_url: str
+    map_url: str | None = Field(default=None, description="the source's latent map page (None until its map is computed)")
+    map_thumbnail_url: str | None = Field(default=None, description="the map as a small SVG")
 
 
 class JobInfo(BaseModel):
@@ -171,6 +174,7 @@ class FeaturePage(BaseModel):
     aligned: list[DecoderEntry]
     aligned_space: str | None = Field(description="the space decoder entries index, e.g. blocks.6.hook_mlp_out")
     correlated: list[LinkedLatent]
+    map: MapPosition | None = Field(default=None, description="where the latent sits on its source's map (None: no map yet)")
     topkCosSimIndices: list[int] = Field(default_factory=list, description="this source's latents nearest by decoder cosine, the latent itself first (Neuronpedia's name)")
     topkCosSimValues: list[float] = Field(default_factory=list, description="their decoder cosines")
     neuron_alignment_indices: list[int] = Field(default_factory=list, description="the dims of `aligned` (Neuronpedia's name)")

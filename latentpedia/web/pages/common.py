@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 from latentpedia.engine.resolve import source_record
 from latentpedia.errors import NotFoundError
 from latentpedia.store.records import SourceRecord
+from latentpedia.web.pages.map_urls import map_links
 from latentpedia.web.schemas import SourceInfo
 
 __all__ = ["NotFoundError", "source_record"]
@@ -59,4 +60,5 @@ def source_info(record: SourceRecord) -> SourceInfo:
         status=record.status, format=record.format, built_at=record.built_at,
         logits_basis=meta.get("logits_basis"), quality=quality, live=not meta.get("static"),
         url=source_url(record.model_id, record.name), api_url=source_api_url(record.model_id, record.name),
+        **map_links(record.model_id, record.name, meta),
     )  # fmt: skip

@@ -20,12 +20,14 @@ from latentpedia.web.community_schemas import CommentOut, ExplanationOut
 from latentpedia.web.pages.common import feature_api_url, feature_url, random_url
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.pages.families import neighbour_fields
+from latentpedia.web.map_schemas import MapPosition
+from latentpedia.web.pages.maps import map_position
 from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, StoredExample, WindowTokens
 from latentpedia.web.schemas import Activation, DecoderEntry, FeaturePage, LinkedLatent, QuantileGroup
 
 KIND_NAMES = {0: "top", 1: "quantile"}
 N_QUANTILE_GROUPS = 10
-COMMUNITY_FIELDS = frozenset({"source", "explanations", "comments"})  # what changes without a rebuild
+COMMUNITY_FIELDS = frozenset({"source", "explanations", "comments", "map"})  # what changes without a rebuild
 
 
 def feature_page_data(
@@ -39,10 +41,13 @@ def feature_page_data(
     """
     inputs = (reader or FeatureReader()).read(store, model, source, index, text)
     record = inputs.source.record
-    return feature_page(inputs, explanations_for(store, record.id, index), comments_for(store, record.id, index))
+    with store.engine.connect() as conn:
+        position = map_position(conn, record, index)
+    return feature_page(inputs, explanations_for(store, record.id, index), comments_for(store, record.id, index), position)
 
 
-def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] = (), comments: Sequence[CommentOut] = ()) -> FeaturePage:
+def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] = (), comments: Sequence[CommentOut] = (),
+                 map_position: MapPosition | None = None) -> FeaturePage:  # fmt: skip
     """The dashboard made of `inputs`, with the given community parts (the one place a
     `FeaturePage` is assembled: the HTML page and the JSON both come from here)."""
     record, latent, index = inputs.source.record, inputs.latent, inputs.index
@@ -60,6 +65,7 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
         explanations=list(explanations), comments=list(comments),
         aligned=[DecoderEntry.model_construct(dim=int(d), value=float(v)) for d, v in latent.aligned or []],
         aligned_space=(record.meta or {}).get("aligned_space"),
+        map=map_position,
         correlated=[LinkedLatent.model_construct(index=int(i), value=float(v), url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
         **_neighbours(record, index), **neighbour_fields(record, index, inputs.matches),
     )  # fmt: skip
