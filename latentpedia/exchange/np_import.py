@@ -98,7 +98,7 @@ def read_source(store: Store, folder: Path) -> SourcePlan:
         plan.explanations += [parse_explanation(Fields(row, path, line)) for line, row in read_rows(path)]
     if not plan.latents:
         raise InvalidInputError("no features (features/batch-*.jsonl.gz with Neuron rows)", folder)
-    assign_ranks(plan.examples)
+    assign_ranks(plan.examples, {i: latent.max_act for i, latent in plan.latents.items()})
     return plan
 
 

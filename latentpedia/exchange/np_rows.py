@@ -245,19 +245,35 @@ def parse_explanation(row: Fields) -> ExplanationIn:
                          [(str(u), int(v)) for u, v in votes])  # fmt: skip
 
 
-def assign_ranks(examples: list[ExampleIn]) -> None:
+N_QUANTILE_GROUPS = 10  # the atlas splits (0, max] into 10 equal intervals (feature pages, np_export)
+
+
+def quantile_group(bin_min: float, max_act: float) -> int:
+    """The interval of (0, max_act] (one of N_QUANTILE_GROUPS equal ones) where a bin starting
+    at `bin_min` starts: what the feature page shows as the example's binMin/binMax. Exact for
+    our own exports (binMin = group * max/10)."""
+    if not max_act > 0:
+        return 0
+    return min(N_QUANTILE_GROUPS - 1, max(0, int(bin_min / (max_act / N_QUANTILE_GROUPS) + 1e-6)))
+
+
+def assign_ranks(examples: list[ExampleIn], max_act: dict[int, float | None] | None = None) -> None:
     """Kind, group and rank of examples read without them: per latent, top examples (no bin)
-    ranked by max value; quantile samples grouped by their bin's lower bound, ranked inside."""
+    ranked by max value; quantile samples grouped by the interval of (0, max] their bin's lower
+    bound falls in (`max_act[index]`, else the largest example value), ranked inside."""
     by_latent: dict[int, list[ExampleIn]] = {}
     for example in examples:
         if example.kind is None:
             by_latent.setdefault(example.index, []).append(example)
-    for group in by_latent.values():
+    for index, group in by_latent.items():
         top = sorted((e for e in group if e.bin_min is None), key=lambda e: -e.max_value)
         for rank, example in enumerate(top):
             example.kind, example.group, example.rank = 0, -1, rank
-        bins = sorted({e.bin_min for e in group if e.bin_min is not None})
-        for number, low in enumerate(bins):
-            members = sorted((e for e in group if e.bin_min == low), key=lambda e: -e.max_value)
-            for rank, example in enumerate(members):
+        peak = (max_act or {}).get(index) or max(e.max_value for e in group)
+        groups: dict[int, list[ExampleIn]] = {}
+        for example in group:
+            if example.bin_min is not None:
+                groups.setdefault(quantile_group(example.bin_min, peak), []).append(example)
+        for number, members in groups.items():
+            for rank, example in enumerate(sorted(members, key=lambda e: -e.max_value)):
                 example.kind, example.group, example.rank = 1, number, rank

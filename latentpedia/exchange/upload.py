@@ -70,7 +70,7 @@ def _examples(features: list[dict[str, Any]], mapper: TokenMapper) -> list[Examp
             bin_min = act.get("quantileMin")
             out.append(ExampleIn(feature["index"], ids, values, values[max_pos], max_pos,
                                  None if bin_min is None or bin_min < 0 else float(bin_min)))  # fmt: skip
-    assign_ranks(out)
+    assign_ranks(out, {f["index"]: max(max(a["values"]) for a in f["activations"]) for f in features if f["activations"]})
     return out
 
 

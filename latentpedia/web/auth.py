@@ -223,11 +223,17 @@ class SecurityHeaders:
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 names = {name.lower() for name, _ in message.get("headers", [])}
+                if _framable(message.get("headers", [])):  # an embed (?embed=true) says who may frame it
+                    names.add(b"x-frame-options")
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _framable(headers) -> bool:
+    return any(k.lower() == b"content-security-policy" and b"frame-ancestors" in v for k, v in headers)
 
 
 async def _community_error(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ STEER_METHODS = {
 }  # fmt: skip
 TokenSpec = str | int
 PATCH_HOOKS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "latent")
+MAX_STEER_TOKENS = 512  # tokens generated per completion
 
 
 class SteerFeature(BaseModel):
@@ -40,13 +41,14 @@ class SteerRequest(BaseModel):
     vectors: list[SteerVector] = Field(default_factory=list)
     steer_method: str = Field(default="SIMPLE_ADDITIVE", description=f"one of {', '.join(STEER_METHODS)}")
     normalize_steering: bool = Field(default=False, description="rescale each direction to unit norm first")
-    n_completion_tokens: int = Field(default=32, validation_alias=AliasChoices("n_completion_tokens", "n_tokens"))
+    n_completion_tokens: int = Field(default=32, ge=1, le=MAX_STEER_TOKENS, validation_alias=AliasChoices("n_completion_tokens", "n_tokens"))
     temperature: float = 0.5
     seed: int = 16
     strength_multiplier: float = 1.0
     freq_penalty: float = 0.0
     types: list[Literal["STEERED", "DEFAULT"]] = Field(default_factory=lambda: ["STEERED", "DEFAULT"])
     positions: list[int] | None = Field(default=None, description="absolute token positions to steer (default: all, generated ones too)")
+    stream: bool = Field(default=False, description="answer as text/event-stream (Neuronpedia's): `data: {STEERED, DEFAULT so far}` per token")
 
 
 class Completion(BaseModel):
@@ -63,6 +65,8 @@ class SteerResult(BaseModel):
     DEFAULT: str | None = Field(default=None, description="prompt + default completion")
     outputs: list[Completion]
     settings: dict
+    id: str | None = Field(default=None, description="kept for a signed-in caller (API key or session): /steer/{id} shows it again")
+    shareUrl: str | None = None
 
 
 class LatentRef(BaseModel):

@@ -21,14 +21,14 @@ LiveDep = Annotated[LiveModels, Depends(get_live)]
 
 
 def add_live_error_handlers(app: Any) -> None:
-    """Answer LiveBusyError with 503 + Retry-After and LiveTimeoutError with 504 (JSON `detail`)."""
+    """Answer LiveBusyError with 503 and LiveTimeoutError with 504, both with Retry-After (JSON `detail`)."""
     from fastapi.responses import JSONResponse
 
     async def busy(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     async def too_slow(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=504)
+        return JSONResponse({"detail": str(exc)}, status_code=504, headers={"Retry-After": "5"})
 
     app.add_exception_handler(LiveBusyError, busy)
     app.add_exception_handler(LiveTimeoutError, too_slow)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 MAX_RESULTS = 200
 MAX_K = 50
+MAX_TEXTS = 8  # texts per batch request (Neuronpedia's client sends lists)
+Texts = str | list[str]
 
 
 class ActivationRequest(BaseModel):
@@ -13,8 +17,18 @@ class ActivationRequest(BaseModel):
 
     modelId: str
     layer: str = Field(validation_alias=AliasChoices("layer", "source"), description="the source id, e.g. 8-mlp")
-    index: int = Field(ge=0)
-    text: str = Field(validation_alias=AliasChoices("text", "customText"))
+    index: int = Field(ge=0, description="an integer, or a string of one as Neuronpedia sends it")
+    text: Texts = Field(
+        validation_alias=AliasChoices("text", "customText"), description=f"one text, or a list of up to {MAX_TEXTS} (answered by a list)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_feature(cls, data: Any) -> Any:
+        """Neuronpedia's client nests the latent: `{"feature": {modelId, layer, index}, "customText"}`."""
+        if isinstance(data, dict) and isinstance(data.get("feature"), dict):
+            data = {**data["feature"], **{k: v for k, v in data.items() if k != "feature"}}
+        return data
 
 
 class ActivationResult(BaseModel):
@@ -26,6 +40,8 @@ class ActivationResult(BaseModel):
     values: list[float] = Field(description="the latent's activation at each token")
     maxValue: float = Field(description="max over the tokens after BOS")
     maxValueIndex: int
+    maxValueTokenIndex: int = Field(description="the same as maxValueIndex (Neuronpedia's name)")
+    source: str = Field(description="the source id (the same as layer)")
     url: str
 
 
@@ -33,7 +49,7 @@ class SearchRequest(BaseModel):
     """`POST /api/search-all` and `POST /api/search-topk-by-token`."""
 
     modelId: str
-    text: str = Field(validation_alias=AliasChoices("text", "prompt"))
+    text: Texts = Field(validation_alias=AliasChoices("text", "prompt"), description=f"one text, or a list of up to {MAX_TEXTS}")
     sources: list[str] | None = Field(
         default=None, validation_alias=AliasChoices("sources", "layers", "selectedLayers"),
         description="source ids to search (default: every built source of the model)",
@@ -43,6 +59,14 @@ class SearchRequest(BaseModel):
         default=None, description="skip latents active on a larger fraction of tokens than this (None or <= 0: no ceiling)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        """Neuronpedia's top-k client names one `source`; search-all's also sends `sourceSet` (unused)."""
+        if isinstance(data, dict) and isinstance(data.get("source"), str) and not any(k in data for k in ("sources", "layers", "selectedLayers")):
+            data = {**data, "sources": [data["source"]]}
+        return data
+
 
 class SearchAllRequest(SearchRequest):
     sortIndexes: list[int] = Field(default_factory=list, description="rank by the max over these token positions (default: all)")
@@ -50,12 +74,13 @@ class SearchAllRequest(SearchRequest):
 
 
 class TopkRequest(SearchRequest):
-    k: int = Field(default=5, ge=1, le=MAX_K)
+    k: int = Field(default=5, ge=1, le=MAX_K, validation_alias=AliasChoices("k", "numResults"))
 
 
 class SearchHit(BaseModel):
     modelId: str
     layer: str = Field(description="the source id")
+    source: str = Field(description="the same as layer")
     index: int
     value: float = Field(description="the score the ranking used: max activation over the sorted positions")
     maxValue: float
@@ -82,10 +107,19 @@ class TokenLatent(BaseModel):
     url: str
 
 
+class TopFeature(BaseModel):
+    """Neuronpedia's entry of `topFeatures`."""
+
+    featureIndex: int
+    activationValue: float
+    source: str
+
+
 class TokenTop(BaseModel):
     position: int
     token: str
     top: list[TokenLatent]
+    topFeatures: list[TopFeature] = Field(description="the same latents, Neuronpedia's field names")
 
 
 class TopkResult(BaseModel):
@@ -95,6 +129,18 @@ class TopkResult(BaseModel):
     sources: list[str]
     k: int
     results: list[TokenTop]
+
+
+class SearchAllBatch(BaseModel):
+    """`search-all` on a list of texts: one result per text, in order (Neuronpedia's shape)."""
+
+    results: list[SearchAllResult]
+
+
+class TopkBatch(BaseModel):
+    """`search-topk-by-token` on a list of texts: one result per text, in order."""
+
+    results: list[TopkResult]
 
 
 class LiveMeta(BaseModel):

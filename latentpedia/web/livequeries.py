@@ -28,6 +28,7 @@ from latentpedia.web.live_schemas import (
     SearchHit,
     TokenLatent,
     TokenTop,
+    TopFeature,
     TopkRequest,
     TopkResult,
 )
@@ -104,8 +105,8 @@ async def activation(ctx: LiveContext, body: ActivationRequest) -> ActivationRes
     peak = int(np.argmax(values[1:])) + 1
     return ActivationResult(
         modelId=body.modelId, layer=record.name, index=body.index, tokens=ctx.token_strings(body.modelId, ids),
-        token_ids=ids, values=values, maxValue=values[peak], maxValueIndex=peak,
-        url=feature_url(body.modelId, record.name, body.index),
+        token_ids=ids, values=values, maxValue=values[peak], maxValueIndex=peak, maxValueTokenIndex=peak,
+        source=record.name, url=feature_url(body.modelId, record.name, body.index),
     )  # fmt: skip
 
 
@@ -183,7 +184,7 @@ async def search_all(ctx: LiveContext, body: SearchAllRequest) -> SearchAllResul
     model = body.modelId
     result = [
         SearchHit(
-            modelId=model, layer=h.source, index=h.index, value=h.value, maxValue=h.max_value,
+            modelId=model, layer=h.source, source=h.source, index=h.index, value=h.value, maxValue=h.max_value,
             maxValueIndex=h.max_position, values=h.values, frac_nonzero=_density(ctx, by_name[h.source], h.index),
             url=feature_url(model, h.source, h.index), api_url=feature_api_url(model, h.source, h.index),
         )
@@ -209,7 +210,8 @@ async def topk_by_token(ctx: LiveContext, body: TopkRequest) -> TopkResult:
     ids, per_token = await _run(ctx, body.modelId, _encode_job(ctx, text, records, rank))
     model, tokens = body.modelId, ctx.token_strings(body.modelId, ids)
     results = [
-        TokenTop(position=p, token=tokens[p], top=[TokenLatent(layer=s, index=i, value=v, url=feature_url(model, s, i)) for s, i, v in top])
+        TokenTop(position=p, token=tokens[p], top=[TokenLatent(layer=s, index=i, value=v, url=feature_url(model, s, i)) for s, i, v in top],
+                 topFeatures=[TopFeature(featureIndex=i, activationValue=v, source=s) for s, i, v in top])
         for p, top in enumerate(per_token)
     ]  # fmt: skip
     return TopkResult(modelId=model, tokens=tokens, token_ids=ids, sources=[r.name for r in records], k=body.k, results=results)

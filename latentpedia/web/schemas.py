@@ -77,7 +77,6 @@ class HomePage(BaseModel):
     recent_explanations: list[RecentExplanation] = Field(default_factory=list, description="recently voted, then newest explanations")
 
 
-
 class LatentRow(BaseModel):
     index: int
     max_act: float | None
@@ -109,8 +108,13 @@ class SourcePage(BaseModel):
 
 
 class Activation(BaseModel):
-    """One example window with per-token values (dense, window length, BOS first)."""
+    """One example window with per-token values (dense, window length, BOS first); Neuronpedia's
+    activation row fields (modelId, layer, source, string index, binMin/binMax/binContains) too."""
 
+    modelId: str
+    layer: str = Field(description="the source id")
+    source: str = Field(description="the same as layer (what Neuronpedia's client reads)")
+    index: str = Field(description="the latent's index, a string as in Neuronpedia")
     tokens: list[str] = Field(description="display text of each token of the window")
     token_ids: list[int]
     values: list[float]
@@ -118,6 +122,7 @@ class Activation(BaseModel):
     maxValueTokenIndex: int
     binMin: float | None = Field(description="lower bound of the quantile interval (None for top examples)")
     binMax: float | None
+    binContains: float | None = Field(default=None, description="fraction of the latent's activations in the interval, when known")
     kind: Literal["top", "quantile"]
     group: int = Field(description="quantile interval 0..9 of (0, max], -1 for top examples")
     window: int = Field(description="window index in the source's corpus")

@@ -64,11 +64,23 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
         quantile_groups=_quantile_groups(inputs.examples, latent.max_act),
         explanations=list(explanations), comments=list(comments),
         aligned=[DecoderEntry.model_construct(dim=int(d), value=float(v)) for d, v in latent.aligned or []],
+        **_neuronpedia_lists(latent),
         aligned_space=(record.meta or {}).get("aligned_space"),
         map=map_position,
         correlated=[LinkedLatent.model_construct(index=int(i), value=float(v), url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
         **_neighbours(record, index), **neighbour_fields(record, index, inputs.matches),
     )  # fmt: skip
+
+
+def _neuronpedia_lists(latent) -> dict[str, list]:
+    """`aligned` and `correlated` again under Neuronpedia's names (what we do not compute: empty)."""
+    aligned, correlated = latent.aligned or [], latent.correlated or []
+    return {
+        "neuron_alignment_indices": [int(d) for d, _ in aligned], "neuron_alignment_values": [float(v) for _, v in aligned],
+        "correlated_features_indices": [int(i) for i, _ in correlated], "correlated_features_pearson": [float(v) for _, v in correlated],
+        **{name: [] for name in ("neuron_alignment_l1", "correlated_features_l1", "correlated_neurons_indices",
+                                 "correlated_neurons_pearson", "correlated_neurons_l1")},
+    }  # fmt: skip
 
 
 def _logit_tables(logits: dict[str, Any], text: TokenText) -> dict[str, list]:
@@ -99,8 +111,9 @@ def _activations(inputs: FeatureInputs) -> list[Activation]:
     empty = WindowTokens([], [])
     windows = [inputs.windows.get(e.window, empty) for e in inputs.examples]
     values = _dense_values(inputs.examples, [len(w.token_ids) for w in windows])
-    max_act = inputs.latent.max_act
-    return [_activation(e, w, v, max_act) for e, w, v in zip(inputs.examples, windows, values, strict=True)]
+    max_act, record = inputs.latent.max_act, inputs.source.record
+    ref = {"modelId": record.model_id, "layer": record.name, "source": record.name, "index": str(inputs.index)}  # Neuronpedia's row fields
+    return [_activation(e, w, v, max_act, ref) for e, w, v in zip(inputs.examples, windows, values, strict=True)]
 
 
 def _dense_values(examples: list[StoredExample], lengths: list[int]) -> list[list[float]]:
@@ -116,7 +129,7 @@ def _dense_values(examples: list[StoredExample], lengths: list[int]) -> list[lis
     return out
 
 
-def _activation(example: StoredExample, window: WindowTokens, values: list[float], max_act: float | None) -> Activation:
+def _activation(example: StoredExample, window: WindowTokens, values: list[float], max_act: float | None, ref: dict[str, str]) -> Activation:
     """An example window with its dense per-token values.
 
     Constructed without validation (like the whole page): these lists are most of a page,
@@ -126,9 +139,9 @@ def _activation(example: StoredExample, window: WindowTokens, values: list[float
     kind = KIND_NAMES.get(example.kind, "top")
     low, high = _quantile_bounds(example.group, max_act) if kind == "quantile" else (None, None)
     return Activation.model_construct(
-        tokens=window.tokens, token_ids=window.token_ids, values=values,
+        **ref, tokens=window.tokens, token_ids=window.token_ids, values=values,
         maxValue=float(example.max_value or 0.0), maxValueTokenIndex=int(example.max_pos),
-        binMin=low, binMax=high, kind=kind, group=int(example.group), window=int(example.window),
+        binMin=low, binMax=high, binContains=None, kind=kind, group=int(example.group), window=int(example.window),
     )  # fmt: skip
 
 

@@ -45,10 +45,17 @@ ContextDep = Annotated[ExperimentContext, Depends(experiment_context)]
 
 
 @router.post("/api/steer", response_model=S.SteerResult, summary="Steered vs default completions", **COMPUTE)
-async def steer_route(body: S.SteerRequest, ctx: ContextDep) -> S.SteerResult:
+async def steer_route(body: S.SteerRequest, ctx: ContextDep, request: Request) -> S.SteerResult | StreamingResponse:
     """Generate from `prompt` with `features` (decoder directions) and/or raw `vectors` added at
-    their hooks, and without, with the same seed (Neuronpedia's request shape)."""
-    return await steer_query(ctx, body)
+    their hooks, and without, with the same seed (Neuronpedia's request shape). `stream: true`
+    answers with Neuronpedia's event stream (text/event-stream) instead."""
+    if body.stream:
+        from latentpedia.web.routers.neuronpedia_compat import steer_stream_response
+
+        return await steer_stream_response(ctx, body)
+    from latentpedia.web.routers.neuronpedia_compat import share
+
+    return await share(request, ctx.store, "completion", body, await steer_query(ctx, body))
 
 
 @router.post(

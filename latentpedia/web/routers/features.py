@@ -41,7 +41,15 @@ def random_feature(model: str, source: str, store: StoreDep) -> RedirectResponse
     return RedirectResponse(feature_url(model, source, random.randrange(max(record.d_sae, 1))), status_code=307)
 
 
+EMBED_HEADERS = {"content-security-policy": "frame-ancestors *"}  # embeds may be framed by any site (web/auth.py)
+
+
 @router.get("/{model}/{source}/{index}", response_class=HTMLResponse, include_in_schema=False)
-def feature_html(request: Request, model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep) -> HTMLResponse:
+def feature_html(request: Request, model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep, embed: bool = False) -> HTMLResponse:
+    """The dashboard; `?embed=true` (Neuronpedia's): its panels and examples alone, no header,
+    footer or forms, framable by other sites."""
     page = _page(request, store, texts, model, source, index)
-    return render_page(request, "feature.html", page, page.api_url)
+    response = render_page(request, "feature.html", page, page.api_url, embed=embed)
+    if embed:
+        response.headers.update(EMBED_HEADERS)
+    return response

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from latentpedia.store.api import Store
 from latentpedia.web.deps import StoreDep, TokenTextDep
 from latentpedia.web.live import LiveDep
 from latentpedia.web.live_schemas import (
+    MAX_TEXTS,
     ActivationRequest,
     ActivationResult,
     LiveMeta,
+    SearchAllBatch,
     SearchAllRequest,
     SearchAllResult,
+    TopkBatch,
     TopkRequest,
     TopkResult,
 )
@@ -41,23 +44,38 @@ def live_context(request: Request, store: StoreDep, live: LiveDep, limits: Promp
 ContextDep = Annotated[LiveContext, Depends(live_context)]
 
 
-@router.post("/api/activation/new", response_model=ActivationResult, summary="One latent's activations on your text", **LIVE)
-async def activation_new(body: ActivationRequest, ctx: ContextDep) -> ActivationResult:
-    """Per-token activations of latent `index` of source `layer` on `text` (BOS prepended)."""
-    return await activation(ctx, body)
+def one_per_text(body):
+    """`body` once per text of a Neuronpedia batch request (`text` a list), else None."""
+    if isinstance(body.text, str):
+        return None
+    if not 1 <= len(body.text) <= MAX_TEXTS:
+        raise HTTPException(422, f"give one text or a list of 1 to {MAX_TEXTS} texts, not {len(body.text)}")
+    return [body.model_copy(update={"text": text}) for text in body.text]
 
 
-@router.post("/api/search-all", response_model=SearchAllResult, summary="Top latents on your text across sources", **LIVE)
-async def search_all_route(body: SearchAllRequest, ctx: ContextDep) -> SearchAllResult:
+@router.post("/api/activation/new", response_model=ActivationResult | list[ActivationResult], summary="One latent's activations on your text", **LIVE)
+async def activation_new(body: ActivationRequest, ctx: ContextDep) -> ActivationResult | list[ActivationResult]:
+    """Per-token activations of latent `index` of source `layer` on `text` (BOS prepended); a
+    list of texts is answered by a list of results."""
+    each = one_per_text(body)
+    return await activation(ctx, body) if each is None else [await activation(ctx, b) for b in each]
+
+
+@router.post("/api/search-all", response_model=SearchAllResult | SearchAllBatch, summary="Top latents on your text across sources", **LIVE)
+async def search_all_route(body: SearchAllRequest, ctx: ContextDep) -> SearchAllResult | SearchAllBatch:
     """The latents with the highest activation on `text` (over `sortIndexes`, or every token
-    after BOS) across `sources` (default: every built source), denser latents skipped."""
-    return await search_all(ctx, body)
+    after BOS) across `sources` (default: every built source), denser latents skipped. A list
+    of texts is answered by `{"results": [one result per text]}`."""
+    each = one_per_text(body)
+    return await search_all(ctx, body) if each is None else SearchAllBatch(results=[await search_all(ctx, b) for b in each])
 
 
-@router.post("/api/search-topk-by-token", response_model=TopkResult, summary="Each token's top latents", **LIVE)
-async def topk_route(body: TopkRequest, ctx: ContextDep) -> TopkResult:
-    """For every token of `text`, its `k` most active latents across `sources`."""
-    return await topk_by_token(ctx, body)
+@router.post("/api/search-topk-by-token", response_model=TopkResult | TopkBatch, summary="Each token's top latents", **LIVE)
+async def topk_route(body: TopkRequest, ctx: ContextDep) -> TopkResult | TopkBatch:
+    """For every token of `text`, its `k` (`numResults`) most active latents across `sources`;
+    a list of texts is answered by `{"results": [one result per text]}`."""
+    each = one_per_text(body)
+    return await topk_by_token(ctx, body) if each is None else TopkBatch(results=[await topk_by_token(ctx, b) for b in each])
 
 
 def live_meta(store: Store, request: Request) -> LiveMeta:
