@@ -68,6 +68,8 @@ TABLE = [
         needle="short.txt: the corpus holds"),
     bad("build", "--layers", "0", "--corpus", "{tmp}/no-such-corpus.txt", *M, *DB, needle="does not exist"),
     bad("build", "--layers", "9", *M, *DB, needle="layer 9 does not exist"),
+    bad("build", "--layers", "0", "--ray", " ", *M, *DB, needle="--ray needs an address"),
+    bad("build", "--layers", "0", "--ray", "auto", "--cache-acts", "blocks.0.hook_resid_post", *M, *DB, needle="--ray cannot cache activations"),
     bad("build", "--source", "{sae_d_sae_big}", *M, *DB, needle="'d_sae' must be an integer"),
     bad("build", "--source", "{sae_zero}", *M, *DB, needle="d_sae=0"),
     bad("build", "--layers", "0", "--cache-acts", "blocks.9.hook_resid_post", *M, *DB, needle="blocks.9"),

@@ -32,6 +32,8 @@ def build(
     rebuild: Annotated[bool, typer.Option(help="rebuild sources that are already built")] = False,
     progress: ProgressOpt = True,
     checkpoint_seconds: Annotated[float, typer.Option(help="seconds between resumable checkpoints", **NON_NEGATIVE_FLOAT)] = 60.0,
+    ray: Annotated[Optional[str], typer.Option(help="shard the pass over Ray: auto (the running cluster), local (start one here) or its address; needs latentpedia[ray]")] = None,
+    ray_workers: Annotated[int, typer.Option(help="Ray workers (0: one per CPU of the cluster)", **NON_NEGATIVE)] = 0,
     db: DbOpt = "",
 ) -> None:
     """Build (or resume, or extend) an atlas: dashboards for every latent of every source."""
@@ -45,7 +47,14 @@ def build(
         progress=progress, text_field=text_field, checkpoint_seconds=checkpoint_seconds,
     )
     with clear_errors():
-        summary = run_build(open_store(db), request, log=log)
+        runner = None
+        if ray is not None:
+            from latentpedia.dashboards import ray_build
+
+            config = ray_build.RayConfig(address=ray, workers=ray_workers)
+            ray_build.check_request(request, config)
+            runner = ray_build.runner(config, log=log)
+        summary = run_build(open_store(db), request, log=log, runner=runner)
     console.print(f"[green]done[/]: built {', '.join(summary['built']) or 'nothing new'}")
 
 

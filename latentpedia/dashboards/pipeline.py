@@ -107,9 +107,10 @@ def _store_corpus(store: Store, model: LoadedModel, corpus: TokenizedCorpus) -> 
     )  # fmt: skip
 
 
-def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = None, sources: list[Source] | None = None, log=print) -> dict:
+def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = None, sources: list[Source] | None = None, log=print, runner=None) -> dict:
     """Build (or resume, or extend) the atlas for `request`; returns a summary. Everything the
-    request names (settings, sources, hooks, corpus) is checked before the store is written."""
+    request names (settings, sources, hooks, corpus) is checked before the store is written.
+    `runner` makes the pass (default runner.BuildRun; ray_build.runner shards it over Ray)."""
     request.check()
     model = model or load_model(request.model)
     sources = sources if sources is not None else [resolve_source(model, spec) for spec in request.sources]
@@ -128,7 +129,7 @@ def build(store: Store, request: BuildRequest, *, model: LoadedModel | None = No
         log("every requested source is already built over this corpus (use --rebuild to redo)")
         return {"built": [], "corpus_id": corpus_id, "mapped": _maps(store, request, registered, [], log),
                 "neighbours": _neighbours(store, model, registered, [], log)}
-    summary = _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log)
+    summary = _run(store, request, model, corpus, corpus_id, todo, cache=not cache_ready, log=log, runner=runner)
     redo = [pk for _, pk in todo] if request.rebuild else []
     return {**summary, "mapped": _maps(store, request, registered, redo, log),
             "neighbours": _neighbours(store, model, registered, [s.id for s, _ in todo] if request.rebuild else [], log)}
@@ -184,7 +185,7 @@ def _cached_activations(request: BuildRequest, model: LoadedModel, corpus, todo)
     return CachedActivations(folder, hooks, corpus.windows.shape[1])
 
 
-def _run(store: Store, request: BuildRequest, model: LoadedModel, corpus, corpus_id: int, todo, *, cache: bool, log) -> dict:
+def _run(store: Store, request: BuildRequest, model: LoadedModel, corpus, corpus_id: int, todo, *, cache: bool, log, runner=None) -> dict:
     cached = _cached_activations(request, model, corpus, todo)
     cache_hooks = list(request.cache_hooks) if cache and cached is None else []
     windows = corpus.windows if cached is None else corpus.windows[: cached.n_windows]
@@ -193,7 +194,7 @@ def _run(store: Store, request: BuildRequest, model: LoadedModel, corpus, corpus
         batch_size=request.batch_size, stats=request.stats, cache_hooks=cache_hooks,
         cache_tokens=request.cache_tokens if cache_hooks else 0, activations=cached,
     )  # fmt: skip
-    run = BuildRun(plan, data_dir() / "work", checkpoint_seconds=request.checkpoint_seconds, progress=request.progress)
+    run = (runner or BuildRun)(plan, data_dir() / "work", checkpoint_seconds=request.checkpoint_seconds, progress=request.progress)
     names = ", ".join(s.id for s, _ in todo) or "activation cache only"
     n_tokens = len(windows) * (windows.shape[1] - 1)
     if cached is not None:
