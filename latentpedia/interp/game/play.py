@@ -1,0 +1,389 @@
+"""`Game`: puzzles, submits, votes, skips, boards and progress over an atlas (no web here).
+
+    game = Game(store, embed=shared_embedder())    # the web passes an embedder run on its torch worker
+    puzzle = game.puzzle(user, campaign="8-mlp-basics")      # or game.puzzle(user, daily=True)
+    result = game.submit(user, "8-mlp-basics", source_id, 42, "closing brackets")
+    game.vote(user, explanation_id); game.skip(user, "8-mlp-basics", source_id, 42)
+    game.leaderboard(period="week"); game.progress(campaign)
+
+Everything a player sees comes from the explain split; scoring uses the latent's stored held-out
+set (holdout.py). Errors are store.accounts.CommunityError (400/403/404/409).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+
+from latentpedia.interp.data import QUANTILE, TOP, AtlasText, LatentData, load_latent
+from latentpedia.interp.embedding import VERSION as EMBED_VERSION
+from latentpedia.interp.game import rules
+from latentpedia.interp.game.holdout import Embed, HoldoutScorer, make_holdout, reference_scores
+from latentpedia.store.accounts import CommunityError, ForbiddenError, MissingError, UserRecord
+from latentpedia.store.game import GAME_METHOD, GAME_SCORE_VERSION, CampaignRecord, GameStore
+
+MAX_CLUES = 8
+TEXT_CACHE = 4096
+
+
+class Game:
+    """The game over one store; thread-safe (one lock around loading a source's text)."""
+
+    def __init__(self, store: Any, embed: Embed, *, llm: Any = None, llm_scorers: tuple[str, ...] = ("detection",)):
+        """`llm`: an interp LLMConfig; when given, each new explanation is also scored by
+        `llm_scorers` in the background (stored beside the embedding score; points stay on the latter)."""
+        self.store = store
+        self.llm, self.llm_scorers = llm, llm_scorers
+        self.games = GameStore(store)
+        self.embed = embed
+        self._atlases: dict[int, tuple[AtlasText, HoldoutScorer]] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    # loading
+
+    def _atlas(self, source_id: int) -> tuple[AtlasText, HoldoutScorer]:
+        with self._lock:
+            if source_id not in self._atlases:
+                atlas = AtlasText(self.store, source_id)
+                self._atlases[source_id] = (atlas, HoldoutScorer(atlas, self.embed))
+            return self._atlases[source_id]
+
+    def _vectors_of(self, texts: list[str]) -> np.ndarray:
+        missing = sorted({t for t in texts if t not in self._vectors})
+        if missing:
+            if len(self._vectors) > TEXT_CACHE:
+                self._vectors.clear()
+            self._vectors.update(zip(missing, self.embed(missing), strict=True))
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+
+    def campaign(self, slug: str) -> CampaignRecord:
+        return self.games.get_campaign(slug)
+
+    def candidates(self, campaign: CampaignRecord) -> list[int]:
+        """The campaign's live latents (ever firing) in its order."""
+        rows = self.store.list_latents(campaign.source_id, limit=None)
+        stats = {r["idx"]: r for r in rows if (r["max_act"] or 0) > 0}
+        wanted = [i for i in (campaign.latents if campaign.latents is not None else sorted(stats)) if i in stats]
+        if campaign.order == "dense":
+            return sorted(wanted, key=lambda i: (-(stats[i]["frac_nonzero"] or 0), i))
+        if campaign.order == "sparse":
+            return sorted(wanted, key=lambda i: ((stats[i]["frac_nonzero"] or 0), i))
+        if campaign.order == "unexplained":
+            people = self.games.explained_by_people(campaign.source_id)
+            return sorted(wanted, key=lambda i: (i in people, i))
+        return wanted
+
+    def featured(self, now: datetime | None = None) -> CampaignRecord | None:
+        """The campaign of the daily puzzle: the first active one."""
+        now = now or datetime.now(UTC)
+        active = [c for c in self.games.list_campaigns() if c.active(now)]
+        return active[0] if active else None
+
+    def daily(self, now: datetime | None = None) -> tuple[CampaignRecord, int, date] | None:
+        campaign = self.featured(now)
+        if campaign is None:
+            return None
+        day = rules.today(now)
+        index = rules.daily_pick(day, campaign.slug, sorted(self.candidates(campaign)))
+        return None if index is None else (campaign, index, day)
+
+    # puzzles
+
+    def next_index(self, user: UserRecord | None, campaign: CampaignRecord) -> int | None:
+        order = self.candidates(campaign)
+        played = self.games.played_indices(user.id, campaign.source_id) if user else set()
+        return next((i for i in order if i not in played), None)
+
+    def puzzle(self, user: UserRecord | None, campaign: str | None = None, *, index: int | None = None,
+               daily: bool = False, now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+        """A latent to play: its clues and the explanations one may vote for (no scores, no
+        held-out example). `index` None: the player's next latent of the campaign."""
+        day = None
+        if daily:
+            found = self.daily(now)
+            if found is None:
+                raise MissingError("there is no active campaign, so no daily puzzle")
+            record, index, day = found
+        else:
+            if campaign is None:
+                raise CommunityError("name a campaign, or ask for the daily puzzle")
+            record = self.campaign(campaign)
+            if index is None:
+                index = self.next_index(user, record)
+            elif index not in set(self.candidates(record)):
+                raise MissingError(f"latent {index} is not a live latent of campaign {record.slug!r}")
+        base = {"campaign": record.slug, "campaign_title": record.title, "modelId": record.model_id,
+                "layer": record.source, "daily": day.isoformat() if day else None}  # fmt: skip
+        if index is None:
+            return {**base, "done": True, "index": None}
+        atlas, _ = self._atlas(record.source_id)
+        latent = load_latent(atlas, index)
+        played = [p for p in self.games.plays(user_id=user.id, source_id=record.source_id, index=index)] if user else []
+        return {**base, "done": False, "index": index, **self._clues(atlas, latent),
+                "explanations": self._visible(record.source_id, index, user),
+                "already_played": [p.action for p in played]}  # fmt: skip
+
+    def _clues(self, atlas: AtlasText, latent: LatentData) -> dict[str, Any]:
+        def example(e) -> dict[str, Any]:
+            tokens = atlas.text.many([int(t) for t in e.tokens[1:]])
+            return {"tokens": tokens, "values": [round(float(v), 4) for v in e.values[1:]],
+                    "maxValue": round(e.max_value, 4), "maxValueTokenIndex": int(e.max_pos) - 1}  # fmt: skip
+
+        top = sorted((e for e in latent.explain if e.kind == TOP), key=lambda e: e.rank)[:MAX_CLUES]
+        quantiles = sorted((e for e in latent.explain if e.kind == QUANTILE), key=lambda e: -e.group)
+        return {
+            "clues": [example(e) for e in top],
+            "quantiles": [example(e) for e in quantiles],
+            "frac_nonzero": latent.frac_nonzero,
+            "max_act": latent.max_act,
+            "pos_str": [atlas.token(t) for t, _ in latent.promotes[:10]],
+            "pos_values": [round(v, 4) for _, v in latent.promotes[:10]],
+            "neg_str": [atlas.token(t) for t, _ in latent.suppresses[:10]],
+            "neg_values": [round(v, 4) for _, v in latent.suppresses[:10]],
+        }
+
+    def _visible(self, source_id: int, index: int, user: UserRecord | None) -> list[dict[str, Any]]:
+        rows = self.store.list_explanations(source_id, index)
+        mine = self.store.user_votes(user.id, [e.id for e in rows]) if user else {}
+        return [{"id": e.id, "text": e.text, "author": e.author or ("machine" if e.method != GAME_METHOD else "deleted account"),
+                 "machine": e.author_id is None and e.method != GAME_METHOD, "vote_score": e.vote_score,
+                 "my_vote": mine.get(e.id, 0), "mine": user is not None and e.author_id == user.id} for e in rows]  # fmt: skip
+
+    # the held-out set of a latent
+
+    def reference(self, source_id: int, index: int) -> dict[str, Any]:
+        """The latent's stored held-out set with its baseline and machine scores (made once)."""
+        found = self.games.get_game_latent(source_id, index)
+        if found is not None:
+            return found
+        atlas, scorer = self._atlas(source_id)
+        latent = load_latent(atlas, index)
+        if latent.max_act <= 0:
+            raise CommunityError("this latent never fires in the corpus: there is nothing to explain")
+        holdout = make_holdout(atlas, latent)
+        machine, others = self._machine_explanations(source_id)
+        values = reference_scores(atlas, latent, scorer, holdout, machine.get(index), others)
+        return self.games.put_game_latent(source_id, index, {"holdout": holdout, **values})
+
+    def _machine_explanations(self, source_id: int) -> tuple[dict[int, tuple[int, str]], dict[int, tuple[int, str]]]:
+        """Automatic explanations of the source by latent (the offline explainer's preferred)."""
+        from sqlalchemy import select
+
+        from latentpedia.store.community_schema import Explanation
+
+        query = (select(Explanation.latent_index, Explanation.id, Explanation.text, Explanation.method)
+                 .where(Explanation.source_id == source_id, Explanation.author_id.is_(None), Explanation.method != GAME_METHOD)
+                 .order_by(Explanation.id))  # fmt: skip
+        found: dict[int, tuple[int, str]] = {}
+        with self.store._read() as session:
+            for index, eid, text, method in session.execute(query):
+                if method == "offline" or index not in found:
+                    found[index] = (eid, text)
+        return found, found
+
+    def best(self, source_id: int, index: int, reference: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The latent's best explanation so far on its held-out set (the machine's included)."""
+        reference = reference or self.games.get_game_latent(source_id, index)
+        scored = self.games.game_scores(source_id, index)
+        top = max(scored.items(), key=lambda kv: (kv[1][1], -kv[0]), default=None)
+        machine = None
+        if reference and reference["machine_score"] is not None:
+            machine = {"id": reference["machine_explanation_id"], "text": reference["machine_text"],
+                       "score": reference["machine_score"], "author": "machine", "author_id": None}  # fmt: skip
+        if top is None or (machine and machine["score"] >= top[1][1]):
+            return machine
+        names = self.games.usernames({top[1][2]} - {None})
+        return {"id": top[0], "text": top[1][3], "score": top[1][1], "author": names.get(top[1][2], "deleted account"),
+                "author_id": top[1][2]}
+
+    # actions
+
+    def submit(self, user: UserRecord, campaign: str | None, source_id: int, index: int, text: str,
+               *, daily: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Score a new explanation on the held-out set, or count a near-duplicate as a vote."""
+        from latentpedia.store.community import check_text
+        from latentpedia.store.textcheck import check_text_value
+
+        text = check_text("explanation", text)
+        check_text_value("explanation", text)  # unstorable text: refused before anything is computed or written
+        record = self._campaign_of(campaign, source_id, index)
+        reference = self.reference(source_id, index)
+        previous = self.best(source_id, index, reference)
+        existing = [(e["id"], e["text"]) for e in self._visible(source_id, index, user)]
+        if reference["machine_explanation_id"] is None:
+            existing.append((None, reference["machine_text"]))  # the machine's label, even unstored
+        vector = self._vectors_of([text])[0]
+        twin = rules.duplicate_of(text, vector, existing, self._vectors_of([t for _, t in existing]))
+        common = {"campaign": record.slug if record else None, "baseline": reference["baseline_score"],
+                  "machine": {"text": reference["machine_text"], "score": reference["machine_score"]}}  # fmt: skip
+        if twin is not None:
+            return {**common, **self._as_vote(user, record, source_id, index, twin, daily)}
+        tries = [p for p in self.games.plays(user_id=user.id, source_id=source_id, index=index) if p.action == "explain"]
+        if len(tries) >= rules.MAX_EXPLANATIONS_PER_LATENT:
+            raise CommunityError(f"you have written {len(tries)} explanations of this latent: vote for one, or play another")
+        _, scorer = self._atlas(source_id)
+        score = scorer.score_vectors(vector[None, :], reference["holdout"])[0]
+        prev_score = previous["score"] if previous else None
+        points = rules.explanation_points(score, reference["baseline_score"], prev_score)
+        eid = self.store.add_explanation(source_id, index, text, GAME_METHOD, author_id=user.id,
+                                         details={"game": {"campaign": common["campaign"], "daily": daily}})  # fmt: skip
+        self.store.add_score(eid, "embedding", status="ok" if score is not None else "error", score=score,
+                             baseline_score=reference["baseline_score"], scorer_model=HoldoutScorer.model_name,
+                             prompt_version=GAME_SCORE_VERSION, error=None if score is not None else "one class only",
+                             details={"held_out": "game_latents.holdout", "embedding": EMBED_VERSION,
+                                      "positives": len(reference["holdout"]["positives"]),
+                                      "negatives": len(reference["holdout"]["negatives"])})  # fmt: skip
+        self.games.add_play(user.id, source_id, index, "explain", campaign_id=record.id if record else None,
+                            explanation_id=eid, score=score, points=points, daily=daily)  # fmt: skip
+        if self.llm is not None:
+            threading.Thread(target=self._llm_score, args=(eid,), daemon=True).start()
+        outcome = "best" if score is not None and (prev_score is None or score > prev_score) and score > reference["baseline_score"] \
+            else "beat" if score is not None and score > reference["baseline_score"] else "below"  # fmt: skip
+        return {**common, "action": "explain", "explanation_id": eid, "score": score, "points": points,
+                "outcome": outcome, "duplicate_of": None, "similarity": None,
+                "best": self.best(source_id, index, reference), "previous_best": prev_score}  # fmt: skip
+
+    def _llm_score(self, explanation_id: int) -> None:
+        """Simulation / detection through the configured endpoint (errors are stored as error rows)."""
+        from latentpedia.interp.api import score_explanation
+
+        try:
+            score_explanation(self.store, explanation_id, self.llm_scorers, llm=self.llm)
+        except Exception:  # noqa: BLE001 - a background extra: the game goes on without it
+            pass
+
+    def _as_vote(self, user: UserRecord, record: CampaignRecord | None, source_id: int, index: int,
+                 twin: tuple[int | None, float], daily: str | None) -> dict[str, Any]:  # fmt: skip
+        eid, similarity = twin
+        found = self.store.get_explanation(eid) if eid is not None else None
+        if found is not None and found.author_id != user.id:
+            self.store.vote(user.id, eid, 1)
+        self.games.add_play(user.id, source_id, index, "duplicate", campaign_id=record.id if record else None,
+                            explanation_id=eid, points=0, daily=daily)  # fmt: skip
+        return {"action": "duplicate", "explanation_id": eid, "score": None, "points": 0, "outcome": "duplicate",
+                "duplicate_of": found.text if found else None, "similarity": round(similarity, 4),
+                "best": self.best(source_id, index), "previous_best": None}  # fmt: skip
+
+    def vote(self, user: UserRecord, explanation_id: int, campaign: str | None = None, *, daily: str | None = None) -> dict[str, Any]:
+        found = self.store.get_explanation(explanation_id)
+        if found is None:
+            raise MissingError(f"no explanation {explanation_id}")
+        if found.author_id == user.id:
+            raise ForbiddenError("you cannot vote for your own explanation")
+        record = self._campaign_of(campaign, found.source_id, found.latent_index)
+        total = self.store.vote(user.id, explanation_id, 1)
+        voted = [p for p in self.games.plays(user_id=user.id, source_id=found.source_id, index=found.latent_index)
+                 if p.action in ("vote", "duplicate") and p.explanation_id == explanation_id]  # fmt: skip
+        if not voted:
+            self.games.add_play(user.id, found.source_id, found.latent_index, "vote", campaign_id=record.id if record else None,
+                                explanation_id=explanation_id, daily=daily)  # fmt: skip
+        return {"action": "vote", "explanation_id": explanation_id, "vote_score": total, "points": 0, "outcome": "vote",
+                "best": self.best(found.source_id, found.latent_index)}  # fmt: skip
+
+    def skip(self, user: UserRecord, campaign: str | None, source_id: int, index: int, *, daily: str | None = None) -> dict[str, Any]:
+        record = self._campaign_of(campaign, source_id, index)
+        self.games.add_play(user.id, source_id, index, "skip", campaign_id=record.id if record else None, daily=daily)
+        return {"action": "skip", "points": 0, "outcome": "skip"}
+
+    def _campaign_of(self, slug: str | None, source_id: int, index: int) -> CampaignRecord | None:
+        if slug is None:
+            return None
+        record = self.campaign(slug)
+        if record.source_id != source_id or (record.latents is not None and index not in record.latents):
+            raise CommunityError(f"latent {index} is not part of campaign {slug!r}")
+        if not record.active(datetime.now(UTC)):
+            raise ForbiddenError(f"campaign {slug!r} is not open now")
+        return record
+
+    # boards and pages
+
+    def leaderboard(self, *, period: str = "all", campaign: str | None = None, limit: int = 50,
+                    now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Players by points: all time, this week, or one campaign (a contest: within its window)."""
+        if period not in ("all", "week"):
+            raise CommunityError(f"period is 'all' or 'week', not {period!r}")
+        since = until = None
+        campaign_id = None
+        if campaign is not None:
+            record = self.campaign(campaign)
+            campaign_id, since, until = record.id, record.starts_at, record.ends_at
+        if period == "week":
+            start = rules.week_start(now)
+            since = max(since, start) if since else start
+        plays = self.games.plays(campaign_id=campaign_id, since=since, until=until)
+        return self._board(plays)[:limit]
+
+    def _board(self, plays: list) -> list[dict[str, Any]]:
+        banned, hidden = self.games.banned_ids(), self.games.hidden_ids()
+        bests: dict[tuple[int, int], tuple[int | None, int | None]] = {}  # latent -> (best id, its author)
+        points: Counter[int] = Counter()
+        counts: dict[int, Counter[str]] = defaultdict(Counter)
+        for p in plays:
+            if p.user_id in banned or (p.explanation_id is not None and p.explanation_id in hidden and p.action == "explain"):
+                continue
+            counts[p.user_id][p.action] += 1
+            points[p.user_id] += p.points
+            if p.action == "vote" and p.explanation_id is not None:  # a duplicate is a vote that earns nothing
+                key = (p.source_id, p.latent_index)
+                if key not in bests:
+                    best = self.best(*key)
+                    bests[key] = (best["id"], best["author_id"]) if best else (None, None)
+                best_id, author = bests[key]
+                if best_id == p.explanation_id and author not in (None, p.user_id):
+                    points[p.user_id] += rules.VOTE_BONUS
+        names = self.games.usernames(set(counts))
+        rows = [{"username": names[u], "points": points[u], "explanations": counts[u]["explain"],
+                 "votes": counts[u]["vote"] + counts[u]["duplicate"], "skips": counts[u]["skip"]}
+                for u in counts if u in names]  # fmt: skip
+        rows.sort(key=lambda r: (-r["points"], r["username"]))
+        return [{"rank": n + 1, **row} for n, row in enumerate(rows)]
+
+    def player(self, user: UserRecord, now: datetime | None = None) -> dict[str, Any]:
+        """A player's points, streak, explanations with their scores, and today's share line."""
+        plays = self.games.plays(user_id=user.id)
+        board = self._board(plays)
+        total = board[0]["points"] if board else 0
+        days = {p.created_at.date() for p in plays if p.action != "skip"}
+        explanations = []
+        hidden = self.games.hidden_ids()
+        for p in reversed(plays):
+            if p.action == "explain" and p.explanation_id not in hidden:
+                found = self.store.get_explanation(p.explanation_id)
+                if found is not None:
+                    explanations.append({"id": found.id, "text": found.text, "modelId": found.model_id, "layer": found.source,
+                                         "index": found.latent_index, "score": p.score, "points": p.points,
+                                         "vote_score": found.vote_score})  # fmt: skip
+        day = rules.today(now)
+        daily = [p for p in plays if p.daily == day.isoformat()]
+        share = None
+        if daily:
+            last = daily[-1]
+            reference = self.games.get_game_latent(last.source_id, last.latent_index)
+            share = rules.share_line(day, _outcome(last, reference), sum(p.points for p in daily), rules.streak(days, now))
+        return {"username": user.username, "points": total, "streak": rules.streak(days, now),
+                "explanations": explanations, "plays": len(plays), "share": share}  # fmt: skip
+
+    def progress(self, campaign: CampaignRecord) -> dict[str, Any]:
+        """How much of the campaign has an explanation beating its baseline."""
+        wanted = self.candidates(campaign)
+        good = self.games.beating_baseline(campaign.source_id)
+        good |= {i for i, (b, m) in self.games.game_latents(campaign.source_id).items() if m is not None and m > b}
+        done = len(set(wanted) & good)
+        fraction = done / len(wanted) if wanted else 0.0
+        return {"latents": len(wanted), "beating_baseline": done, "fraction": fraction,
+                "label": f"{round(100 * fraction)}% of {campaign.source} has an explanation beating its baseline"}  # fmt: skip
+
+
+def _outcome(play: Any, reference: dict[str, Any] | None) -> str:
+    """What a play did, for the share line: best / beat / below, or the action."""
+    if play.action != "explain":
+        return play.action
+    if reference is None or play.score is None or play.score <= reference["baseline_score"]:
+        return "below"
+    only_baseline = rules.explanation_points(play.score, reference["baseline_score"], float("inf"))
+    return "best" if play.points > only_baseline else "beat"
