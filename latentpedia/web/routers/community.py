@@ -6,7 +6,7 @@ or a comment is for its author or an admin; changing a list, for its owner.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from latentpedia.store.accounts import UserRecord
@@ -42,6 +42,7 @@ from latentpedia.web.pages.community import (
 )
 from latentpedia.web.render import render_page
 from latentpedia.web.routers import forms
+from latentpedia.web.routers.explanation_search import embed_written
 from latentpedia.web.schemas import ErrorBody
 
 router = APIRouter(tags=["community"])
@@ -75,8 +76,9 @@ def _own_list(store: Store, list_id: int, user: UserRecord):
 
 
 @router.post("/api/explanation/new", response_model=ExplanationOut, responses=ERRORS, summary="Explain a latent")
-def new_explanation(body: NewExplanationIn, store: StoreDep, user: CurrentUser) -> ExplanationOut:
+def new_explanation(body: NewExplanationIn, store: StoreDep, user: CurrentUser, request: Request, background: BackgroundTasks) -> ExplanationOut:
     eid = store.add_explanation(_source_id(store, body), body.index, body.text, "human", author_id=user.id)
+    background.add_task(embed_written, request.app, [eid])  # explanation search: its vector, on the torch worker
     return explanation_out(store.get_explanation(eid))
 
 
