@@ -101,6 +101,10 @@ TABLE = [
     bad("eval-sae", "no-such-source", *M, *DB, needle="neither an SAE folder nor an SAE source"),
     bad("eval-sae", "{sae_narrow}", *M, *DB, needle="has width"),
     bad("eval-sae", "0-mlp", "--tokens", "0", *M, *DB, needle=RANGE),
+    # index-explanations
+    bad("index-explanations", "--batch", "0", *DB, needle=RANGE),
+    bad("index-explanations", "--limit", "0", *DB, needle=RANGE),
+    bad("index-explanations", "--db", "sqlite:///{tmp}/no-atlas.db", needle="no atlas here"),
     # explain
     bad("explain", "--limit", "0", *DB, needle=RANGE),
     bad("explain", "--index", "-1", *DB, needle=RANGE),

@@ -11,6 +11,7 @@
 | `exchange` | import-neuronpedia, export |
 | `lab` | toy, bench-saes, saebench |
 | `circuits` | train-transcoders, graph |
+| `search` | index-explanations |
 | `families` | neighbours, match |
 | `maps` | build-maps |
 """
@@ -21,12 +22,12 @@ import os
 
 import typer
 
-from latentpedia.cli import atlas, circuits, exchange, experiments, families, interp, lab, maps, train, users
+from latentpedia.cli import atlas, circuits, exchange, experiments, families, interp, lab, search, maps, train, users
 
 app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SAE latents of language models do.", no_args_is_help=True)
 
 # Groups whose commands sit at the top level (`latentpedia build`, `latentpedia steer`, ...).
-TOP_LEVEL = (atlas, train, interp, experiments, lab, exchange, circuits, families, maps)
+TOP_LEVEL = (atlas, train, interp, experiments, lab, exchange, circuits, search, families, maps)
 # Groups under a name (`latentpedia user add`).
 NAMED = {"user": users}
 GROUPS = (*TOP_LEVEL, *NAMED.values())

@@ -32,9 +32,13 @@ def import_neuronpedia(
 
     with clear_errors():
         source_dirs(folder)  # a folder without sources is refused before the store is opened
-        outcome = run_import(open_store(db), folder, log=log)
+        store = open_store(db)
+        outcome = run_import(store, folder, log=log)
+        from latentpedia.interp.explanation_embeddings import embed_explanations
+
+        embedded = embed_explanations(store)  # explanation search: the imported explanations' vectors
     done = sum(1 for v in outcome.values() if v == "imported")
-    console.print(f"[green]done[/]: {done} source(s) imported, {len(outcome) - done} already there")
+    console.print(f"[green]done[/]: {done} source(s) imported, {len(outcome) - done} already there; {embedded:,} explanations embedded for search")
 
 
 @app.command("export")

@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from latentpedia.errors import LatentpediaError
 from latentpedia.interp import offline, registry
 from latentpedia.interp.data import AtlasText, LatentData, load_latent
+from latentpedia.interp.embedding import WorkerEmbedder
+from latentpedia.interp.explanation_embeddings import embed_explanations
 from latentpedia.interp.llm.client import LLMClient, LLMConfig, estimate_tokens
 from latentpedia.interp.registry import EXPLAINERS, LLM_SCORERS, SCORERS, ScorerContext, TorchRunner
 from latentpedia.interp.scoring import score_with_baseline
@@ -170,6 +172,8 @@ def _explain_batch(store: Store, runner: _Runner, atlas: AtlasText, source_id: i
             continue
         rows.append({**result, "source_id": source_id, "latent_index": lat.index})
     ids = store.add_explanations_bulk(rows)
+    embedder = WorkerEmbedder(runner.request.on_torch) if runner.request.on_torch else None
+    embed_explanations(store, embedder, ids=ids)  # for explanation search, once, at write time
     for row, eid in zip(rows, ids, strict=True):
         stored[row["latent_index"]] = StoredExplanation(eid, row["latent_index"], row["text"])
     counts["explained"] += len(rows)
