@@ -8,6 +8,7 @@
 | `interp` | explain, llm-serve |
 | `experiments` | steer, ablate, patch, logit-lens, dla |
 | `users` | user add / list / key / revoke / set |
+| `game` | campaign add / list / export / invite |
 | `exchange` | import-neuronpedia, export |
 | `lab` | toy, bench-saes, saebench |
 | `circuits` | train-transcoders, graph |
@@ -22,14 +23,14 @@ import os
 
 import typer
 
-from latentpedia.cli import atlas, circuits, exchange, experiments, families, interp, lab, search, maps, train, users
+from latentpedia.cli import atlas, circuits, exchange, experiments, families, game, interp, lab, search, maps, train, users
 
 app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SAE latents of language models do.", no_args_is_help=True)
 
 # Groups whose commands sit at the top level (`latentpedia build`, `latentpedia steer`, ...).
 TOP_LEVEL = (atlas, train, interp, experiments, lab, exchange, circuits, search, families, maps)
 # Groups under a name (`latentpedia user add`).
-NAMED = {"user": users}
+NAMED = {"user": users, "campaign": game}
 GROUPS = (*TOP_LEVEL, *NAMED.values())
 
 for group in TOP_LEVEL:

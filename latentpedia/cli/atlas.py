@@ -131,9 +131,18 @@ def demo(
             from latentpedia.interp.pipeline import explain_atlas
 
             explain_atlas(open_store(db), defaults.MODEL, "offline", ("embedding",), log=log)
+        from latentpedia.store.game import ensure_default_campaign
+
+        ensure_default_campaign(open_store(db), defaults.MODEL)  # the game's first campaign (docs/game.md)
     info(db)
     if serve_after:
         serve(db=db, host=host, port=port)
+
+
+def _signup_mode(value: str) -> str:
+    if value not in ("open", "invite", "closed"):
+        raise typer.BadParameter(f"--signup is open, invite or closed, not {value!r}")
+    return value
 
 
 @app.command()
@@ -144,6 +153,7 @@ def serve(
     private: Annotated[bool, typer.Option("--private", help="refuse anonymous reads (also $LATENTPEDIA_PRIVATE=1)")] = False,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each keeps its own caches and model copies)")] = 1,
     trusted_proxy: Annotated[list[str], typer.Option("--trusted-proxy", help="a reverse proxy (IP or network) whose X-Forwarded-For / -Proto to believe; repeatable (also $LATENTPEDIA_TRUSTED_PROXIES; default none)")] = [],
+    signup: Annotated[str, typer.Option(help="self sign-up for the game: open, invite (codes from `latentpedia campaign invite`) or closed", callback=_signup_mode)] = "closed",
 ) -> None:
     """Serve the web atlas (feature pages and the JSON API) at http://HOST:PORT."""
     import uvicorn
@@ -151,6 +161,7 @@ def serve(
     from latentpedia.web import create_app
     from latentpedia.web.proxies import TRUSTED_PROXIES_ENV, parse_proxies
 
+    os.environ["LATENTPEDIA_SIGNUP"] = signup  # read by web/routers/play.py (every worker)
     proxies = ",".join([os.environ.get(TRUSTED_PROXIES_ENV, ""), *trusted_proxy]).strip(",")
     with clear_errors():
         parse_proxies([proxies])
