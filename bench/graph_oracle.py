@@ -3,8 +3,9 @@
     flock /tmp/latentpedia-heavy.lock .venv/bin/python bench/graph_oracle.py --lengths 16,64
 
 One run: the embedded SmolLM2 (30 layers), one JumpReLU skip transcoder per layer with random
-weights saved in circuit-tracer's format (both tools load the same files; thresholds put ~k of
-`width` latents on per token, like trained ones, so the work is the same: timing only), a 16-
+weights saved in circuit-tracer's format (both tools load the same files; thresholds, set on the
+model's real MLP inputs, put ~k of `width` latents on per token, like trained ones, so the work
+is the same: timing only), a 16-
 and a 64-token prompt (BOS included) cut from the default corpus. Each tool computes the
 unpruned graph (`attribute`: the real forward pass, the logit rows, then `max_feature_nodes`
 latent rows, chosen greedily by influence, in batches of `batch_size`); circuit-tracer runs in its
@@ -35,6 +36,15 @@ def _prompt_ids(m, length: int) -> list[int]:
     text = " ".join(d.text for d in pydoc_documents()[:3])
     ids = m.tokenizer(text, add_special_tokens=False)["input_ids"]
     return [m.bos_id, *ids[: length - 1]]
+
+
+def _mlp_inputs(m) -> dict[int, torch.Tensor]:
+    """{layer: [127, d]} real MLP inputs (a 128-token window, BOS left out) to set thresholds on."""
+    from latentpedia.models import run_with_cache
+
+    names = [f"blocks.{layer}.ln2.hook_normalized" for layer in range(m.n_layers)]
+    acts = run_with_cache(m, torch.tensor([_prompt_ids(m, 128)]), names)
+    return {layer: acts[name][0, 1:].float() for layer, name in enumerate(names)}
 
 
 def _ours(m, ids, sources, args) -> tuple[float, object]:
@@ -72,7 +82,8 @@ def main() -> None:
     m = load_model("smollm2-135m")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        transcoders = save_transcoders(tmp / "transcoders", m.n_layers, m.d_model, args.width, active=args.k / args.width)
+        transcoders = save_transcoders(tmp / "transcoders", m.n_layers, m.d_model, args.width, active=args.k / args.width,
+                                       inputs=_mlp_inputs(m))
         sources = [load_sae(transcoders / f"layer_{i}.safetensors") for i in range(m.n_layers)]
         export = export_model(m, tmp / "export")
         for length in [int(x) for x in args.lengths.split(",")]:

@@ -42,11 +42,12 @@ CT_CONFIG = ("model_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeatu
 # ----------------------------------------------------------------------------- our side (export)
 
 def save_transcoders(folder: Path, n_layers: int, d_model: int, width: int, *, seed: int = 0,
-                     skip: bool = True, active: float = 0.1) -> Path:
+                     skip: bool = True, active: float = 0.1, inputs: dict | None = None) -> Path:
     """Random JumpReLU skip transcoders, one per layer, in circuit-tracer's format.
 
-    Thresholds sit at the (1 - `active`) quantile of each latent's pre-activation on unit
-    Gaussian inputs, so about `active` of the latents fire per token."""
+    Thresholds sit at the (1 - `active`) quantile of each latent's pre-activation on `inputs`
+    ({layer: [n, d_model] MLP inputs}; default unit Gaussian ones), so about `active` of the
+    latents fire per token."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,8 @@ def save_transcoders(folder: Path, n_layers: int, d_model: int, width: int, *, s
     for layer in range(n_layers):
         W_enc = torch.randn(width, d_model, generator=g) / d_model**0.5
         b_enc = torch.randn(width, generator=g) * 0.1
-        probe = torch.randn(512, d_model, generator=g) @ W_enc.T + b_enc
+        x = inputs[layer] if inputs is not None else torch.randn(512, d_model, generator=g)
+        probe = x.float() @ W_enc.T + b_enc
         threshold = probe.quantile(1 - active, dim=0).clamp_min(0.05)
         tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": torch.randn(width, d_model, generator=g) * 0.3 / width**0.5,
                    "b_dec": torch.randn(d_model, generator=g) * 0.01, "activation_function.threshold": threshold}
