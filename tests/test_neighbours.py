@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from latentpedia.dashboards.neighbours import best_match_summary, cosine_topk
-from latentpedia.lab.matching import CorrelationSums, accumulate
+from latentpedia.lab import matching
+from latentpedia.lab.matching import accumulate
 from latentpedia.store import families
 
 
@@ -26,11 +27,14 @@ def test_cosine_topk_equals_brute_force_in_blocks():
     assert small.shape == (300, 3)  # k is capped at the other source's width
 
 
-@pytest.mark.parametrize("density", [0.05, 0.9])  # sparse and dense batches take different products
-def test_streaming_pearson_equals_corrcoef_over_all_tokens(density):
+@pytest.mark.parametrize(("density", "max_pairs"), [(0.05, 4096), (0.9, 4096), (0.05, 0), (0.9, 0)])
+def test_streaming_pearson_equals_corrcoef_over_all_tokens(density, max_pairs, monkeypatch):
+    """Each token's active pairs, a sparse product or a dense one: the same correlations."""
+    monkeypatch.setattr(matching, "MAX_PAIRS_PER_TOKEN", max_pairs)
     rng = np.random.default_rng(1)
     a = rng.standard_normal((900, 12)) * (rng.random((900, 12)) < density)
-    b = np.concatenate([a[:, :4] * 2 + 0.1 * rng.standard_normal((900, 4)), rng.standard_normal((900, 5))], axis=1)
+    noise = rng.standard_normal((900, 5)) * (rng.random((900, 5)) < density)
+    b = np.concatenate([a[:, :4] * 2 + 0.1 * rng.standard_normal((900, 4)) * (a[:, :4] != 0), noise], axis=1)
     a[:, 11] = 0  # a dead latent: correlation 0, not NaN
     batches = [{"a": torch.tensor(a[i : i + 128]).float(), "b": torch.tensor(b[i : i + 128]).float()} for i in range(0, 900, 128)]
     sums = accumulate(batches, [("a", "b")], {"a": 12, "b": 9})[("a", "b")]

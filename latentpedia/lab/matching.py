@@ -33,6 +33,27 @@ from latentpedia.train.evals import inlier_mask
 N_WINDOWS = 128
 BATCH_SIZE = 8
 DENSE_FRACTION = 0.2  # above this fraction of non-zeros a batch is multiplied dense
+MAX_PAIRS_PER_TOKEN = 4096  # up to this many (active a, active b) products a token: add them one by one
+
+
+@dataclass
+class Prepared:
+    """One source's activations of one batch with what every pair it is in needs, computed once:
+    column sums, sums of squares and each token's active latents (values, indices)."""
+
+    x: torch.Tensor  # [n, d] float32
+    total: torch.Tensor  # [d] float64
+    squares: torch.Tensor  # [d] float64
+    active: int  # most latents active on one token
+    values: torch.Tensor  # [n, active] signed values at the active places
+    indices: torch.Tensor  # [n, active]
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> Prepared:
+        x = x.float()
+        active = int((x != 0).sum(1).max()) if x.numel() else 0
+        indices = torch.topk(x.abs(), max(active, 1), dim=1).indices if x.numel() else torch.zeros(0, 1, dtype=torch.long)
+        return cls(x, x.sum(0).double(), (x * x).sum(0).double(), active, torch.gather(x, 1, indices), indices)
 
 
 class CorrelationSums:
@@ -44,18 +65,25 @@ class CorrelationSums:
         self.sum_b, self.sq_b = torch.zeros(d_b, dtype=torch.float64), torch.zeros(d_b, dtype=torch.float64)
         self.cross = torch.zeros(d_a, d_b, dtype=torch.float64)
 
-    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
+    def add(self, a: torch.Tensor | Prepared, b: torch.Tensor | Prepared) -> None:
         """One batch of tokens: a [n, d_a], b [n, d_b] (the same tokens, row for row)."""
-        a, b = a.float(), b.float()
-        self.n += a.shape[0]
-        self.sum_a += a.sum(0).double()
-        self.sq_a += (a * a).sum(0).double()
-        self.sum_b += b.sum(0).double()
-        self.sq_b += (b * b).sum(0).double()
-        if a.numel() and (a != 0).float().mean() < DENSE_FRACTION:
-            self.cross += torch.sparse.mm(a.T.to_sparse(), b).double()
+        a = a if isinstance(a, Prepared) else Prepared.of(a)
+        b = b if isinstance(b, Prepared) else Prepared.of(b)
+        self.n += a.x.shape[0]
+        self.sum_a += a.total
+        self.sq_a += a.squares
+        self.sum_b += b.total
+        self.sq_b += b.squares
+        if not a.x.numel():
+            return
+        if a.active * b.active <= MAX_PAIRS_PER_TOKEN:  # TopK SAEs: 32 x 32 products a token
+            products = (a.values[:, :, None] * b.values[:, None, :]).double().flatten()
+            flat = (a.indices[:, :, None] * self.cross.shape[1] + b.indices[:, None, :]).flatten()
+            self.cross.view(-1).index_add_(0, flat, products)
+        elif a.active < DENSE_FRACTION * a.x.shape[1]:
+            self.cross += torch.sparse.mm(a.x.T.to_sparse(), b.x).double()
         else:
-            self.cross += (a.T @ b).double()
+            self.cross += (a.x.T @ b.x).double()
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """Latents of A and of B that varied over the tokens seen."""
@@ -111,8 +139,9 @@ def accumulate(batches: Iterable[dict[str, torch.Tensor]], pairs: Sequence[tuple
     of the same tokens (a pure function of activations: no model)."""
     sums = {(a, b): CorrelationSums(widths[a], widths[b]) for a, b in pairs}
     for batch in batches:
+        prepared = {name: Prepared.of(x) for name, x in batch.items()}
         for (a, b), acc in sums.items():
-            acc.add(batch[a], batch[b])
+            acc.add(prepared[a], prepared[b])
     return sums
 
 
