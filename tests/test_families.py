@@ -312,3 +312,20 @@ def test_random_explained_latent_404s_cleanly_without_explanations(tmp_path):
         assert plain.get("/random?explained=1", headers={"accept": "text/html"}).status_code == 404
         assert plain.get("/api/random").status_code == 200
         assert plain.get("/api/home").json()["random_explained_url"] is None
+
+
+def test_cli_match_and_neighbours_print_the_report(atlas):
+    from typer.testing import CliRunner
+
+    from latentpedia.cli import app
+
+    store = Store.open(atlas.url)
+    try:
+        model_path = store.get_model(atlas.model_id).spec["path"]
+    finally:
+        store.close()
+    run = CliRunner().invoke(app, ["match", SEED0, SEED1, "--windows", "16", "--model", model_path, "--db", atlas.url])
+    assert run.exit_code == 0, run.output
+    assert f"{SEED0} -> {SEED1}: best-match activation correlation, median" in run.output and "#" in run.output
+    again = CliRunner().invoke(app, ["neighbours", "--model", model_path, "--db", atlas.url])
+    assert again.exit_code == 0 and "already stored" in again.output
