@@ -74,3 +74,21 @@ def test_pairs_are_replaced_whole_and_deleted_with_their_source(store):
         families.write_pair(store, a, b, "vibes", indices, values, median=None, meta={})
     store.delete_source("m", "1-res-b")
     assert families.latent_matches(store, a, 0) == [] and families.list_pairs(store) == []
+
+
+def test_a_source_without_weights_is_skipped_not_fatal(store):
+    """A static source (imported without its weights) at the hook of a built one: its pairs are
+    skipped with a note, the others are computed."""
+    from types import SimpleNamespace
+
+    from latentpedia.dashboards.neighbours import update_neighbours
+    from latentpedia.store.schema import Source
+    from sqlalchemy import update
+
+    store.upsert_model("m", "llama", 2, 8, 16, 10, 0, {})
+    static = _source(store, "1-res-static", 4)
+    with store._begin() as session:
+        session.execute(update(Source).where(Source.id == static).values(status="ready"))
+    notes: list[str] = []
+    assert update_neighbours(store, SimpleNamespace(id="m"), log=notes.append) == []
+    assert any("1-res-static" in note and "skipped" in note for note in notes)

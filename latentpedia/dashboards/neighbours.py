@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from latentpedia.engine.resolve import source_from_record
+from latentpedia.errors import InvalidInputError
 from latentpedia.store import families
 from latentpedia.store.records import SourceRecord
 
@@ -69,16 +70,15 @@ def update_neighbours(store, model, *, names: Sequence[str] | None = None, k: in
     records = store.list_sources(model.id)
     wanted = set(names) if names is not None else None
     done: list[tuple[str, str]] = []
-    decoders: dict[int, torch.Tensor] = {}
+    decoders: dict[int, torch.Tensor | None] = {}
     for a, b in same_hook_pairs(records):
         if wanted is not None and not ({a.name, b.name} & wanted):
             continue
         if not rebuild and families.has_pair(store, a.id, b.id, "decoder_cos"):
             continue
         start = time.perf_counter()
-        for record in (a, b):
-            if record.id not in decoders:
-                decoders[record.id] = source_from_record(model, record).decoder()
+        if not all(_decoder(model, record, decoders, log) is not None for record in (a, b)):
+            continue
         indices, values = cosine_topk(decoders[a.id], decoders[b.id], k)
         column = 1 if a.id == b.id and values.shape[1] > 1 else 0  # a latent's best other match
         median, hist = best_match_summary(values[:, column:])
@@ -87,3 +87,15 @@ def update_neighbours(store, model, *, names: Sequence[str] | None = None, k: in
         log(f"  neighbours {a.name} -> {b.name}: median best decoder cosine {median if median is not None else float('nan'):.3f}")
         done.append((a.name, b.name))
     return done
+
+
+def _decoder(model, record: SourceRecord, decoders: dict, log: Callable[[str], None]) -> torch.Tensor | None:
+    """The source's decoder (cached in `decoders`), or None with a note if its weights are not
+    here (a static source imported without them): its neighbours are skipped, not the build."""
+    if record.id not in decoders:
+        try:
+            decoders[record.id] = source_from_record(model, record).decoder()
+        except InvalidInputError as err:
+            log(f"  neighbours of {record.name} skipped: {err}")
+            decoders[record.id] = None
+    return decoders[record.id]
