@@ -43,7 +43,7 @@ class Bad:
 
     @property
     def command(self) -> str:
-        return " ".join(self.args[:2]) if self.args[0] == "user" else self.args[0]
+        return " ".join(self.args[:2]) if self.args[0] in ("user", "campaign") else self.args[0]
 
 
 def bad(*args: str, needle: str, input: str | None = None) -> Bad:
@@ -165,6 +165,17 @@ TABLE = [
     bad("import-neuronpedia", "{empty_dir}", *DB, needle="empty-dir"),
     bad("export", "{tmp}/out", "--format", "xml", *DB, needle="xml"),
     bad("export", "{tmp}/out", "--source", "nope", *DB, needle="nope"),
+    # campaign (the game)
+    bad("campaign", "add", "Bad Name", "--source", "0-mlp", *DB, needle="invalid campaign name"),
+    bad("campaign", "add", "quest", "--source", "0-mlp", "--order", "random", *DB, needle="random"),
+    bad("campaign", "add", "quest", "--source", "0-mlp", "--days", "0", *DB, needle=RANGE),
+    bad("campaign", "add", "quest", "--source", "0-mlp", "--ends", "soon", *DB, needle="--ends"),
+    bad("campaign", "add", "quest", "--source", "0-mlp", "--indices", "1,a", *DB, needle="--indices"),
+    bad("campaign", "add", "quest", "--source", "nope", *DB, needle="unknown model"),
+    bad("campaign", "list", "--db", "sqlite:///{tmp}/no-atlas.db", needle="no atlas here"),
+    bad("campaign", "export", "nope", *DB, needle="no campaign 'nope'"),
+    bad("campaign", "export", "nope", "--out", "{tmp}/no-dir/x.jsonl", *DB, needle="does not exist"),
+    bad("campaign", "invite", "--db", "sqlite:///{tmp}/no-atlas.db", needle="no atlas here"),
     # user
     bad("user", "add", "ann", "--password-stdin", *DB, input="short\n", needle="8 to 1024 characters"),
     bad("user", "add", "root", "--password-stdin", *DB, input="password1\n", needle="root"),
@@ -208,7 +219,8 @@ def _bad_url_cases() -> list[Bad]:
     extra = {"user add": ("ann", "--password-stdin"), "user key": ("root",), "user revoke": ("root", "lp_x"),
              "user set": ("root", "--role", "admin"), "import-sae": ("{sae_good}",), "eval-sae": ("0-mlp",),
              "steer": ("0-mlp", "1"), "ablate": ("0-mlp", "1"), "train-sae": ("--hook", "blocks.1.hook_resid_post"),
-             "import-neuronpedia": ("{tmp}",), "export": ("{tmp}/out",)}
+             "import-neuronpedia": ("{tmp}",), "export": ("{tmp}/out",),
+             "campaign add": ("quest", "--source", "0-mlp"), "campaign export": ("quest",)}
     picks = [(name, BAD_URLS[(i + shift) % len(BAD_URLS)]) for i, name in enumerate(_db_commands()) for shift in (0, 3)]
     return [Bad((*name.split(), *extra.get(name, ()), "--db", url), needle, "password1\n" if name == "user add" else None)
             for name, (url, needle) in picks]
