@@ -79,15 +79,23 @@ def check_query(query: str) -> str:
     return query
 
 
-async def query_vector(live: LiveModels, store: Store, query: str) -> np.ndarray:
-    """Embed what was written since the last search, then the query, on the torch worker."""
+def worker_embedder(live: LiveModels) -> WorkerEmbedder:
+    """MiniLM on the torch worker (no language model loaded), callable from a thread-pool thread
+    while the event loop awaits the worker. Call on the event loop."""
     loop = asyncio.get_running_loop()
 
     def on_torch(fn: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(live.run(None, fn), loop).result()
 
+    return WorkerEmbedder(on_torch)
+
+
+async def query_vector(live: LiveModels, store: Store, query: str) -> np.ndarray:
+    """Embed what was written since the last search, then the query, on the torch worker."""
+    embed = worker_embedder(live)
+
     def catch_up() -> int:
-        return embed_explanations(store, WorkerEmbedder(on_torch), after_id=max_embedded_id(store), limit=CATCH_UP)
+        return embed_explanations(store, embed, after_id=max_embedded_id(store), limit=CATCH_UP)
 
     await run_in_threadpool(catch_up)
     return await live.run(None, lambda _model: embed_query(query))
@@ -282,13 +290,8 @@ def sparkline_svg(values: list[float], width: int = 160, height: int = 24) -> st
 async def embed_written(app: Any, ids: list[int]) -> None:
     """Embed just-written explanations on the torch worker (a write route's background task). A
     failure only delays them: the next search embeds what is missing above the newest vector."""
-    loop = asyncio.get_running_loop()
-    live: LiveModels = app.state.live
-
-    def on_torch(fn: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(live.run(None, fn), loop).result()
-
+    embed = worker_embedder(app.state.live)
     try:
-        await run_in_threadpool(embed_explanations, app.state.store, WorkerEmbedder(on_torch), ids=ids)
+        await run_in_threadpool(embed_explanations, app.state.store, embed, ids=ids)
     except Exception as err:  # noqa: BLE001 - logged; search catches up
         logging.getLogger(__name__).warning("embedding explanations %s failed: %s", ids, err)
