@@ -18,19 +18,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentpedia.store.textcheck import InvalidTextError
 
 
 def printable(value: Any) -> Any:
-    """`value` with every string made encodable as UTF-8 (lone surrogates as `\\udXXX`)."""
+    """`value` with every string made encodable as UTF-8 (lone surrogates as `\\udXXX`) and
+    every float JSON can carry (NaN and infinities echoed from a request body as text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -145,6 +151,11 @@ class UnstorableText:
             if started:
                 raise
             await problem_response(Request(scope, receive), str(err), err.status)(scope, receive, send)
+        except (OverflowError, DataError):  # e.g. an id past 2**63, a name longer than its column
+            if started:
+                raise
+            message = "a number or text in the request is out of the range the atlas can store"
+            await problem_response(Request(scope, receive), message, 422)(scope, receive, send)
 
 
 def install_bad_input_handling(app: FastAPI) -> None:
