@@ -160,6 +160,10 @@ TABLE = [
     bad("build-maps", "--init", "random", *M, *DB, needle="random"),
     bad("build-maps", "--source", "nope", *M, *DB, needle="nope"),
     bad("build-maps", "--model", "nobody", *DB, needle="nobody"),
+    # worker
+    bad("worker", "--poll-seconds", "0", *DB, needle="--poll-seconds must be greater than 0"),
+    bad("worker", "--report-seconds", "-1", *DB, needle="--report-seconds must be greater than 0"),
+    bad("worker", "--max-jobs", "-1", *DB, needle=RANGE),
     # exchange
     bad("import-neuronpedia", "{tmp}/nothing", *DB, needle="nothing"),
     bad("import-neuronpedia", "{empty_dir}", *DB, needle="empty-dir"),

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("dashboards",),
     ("train", "interp", "experiments", "exchange"),
-    ("lab",),
+    ("lab", "jobs"),
     ("web",),
     ("cli",),
 )

@@ -12,6 +12,7 @@
 | `exchange` | import-neuronpedia, export |
 | `lab` | toy, bench-saes, saebench |
 | `circuits` | train-transcoders, graph |
+| `worker` | worker |
 | `search` | index-explanations |
 | `families` | neighbours, match |
 | `maps` | build-maps |
@@ -23,12 +24,12 @@ import os
 
 import typer
 
-from latentpedia.cli import atlas, circuits, exchange, experiments, families, game, interp, lab, search, maps, train, users
+from latentpedia.cli import atlas, circuits, exchange, experiments, families, game, interp, lab, search, maps, train, users, worker
 
 app = typer.Typer(help="latentpedia: an offline atlas of what the neurons and SAE latents of language models do.", no_args_is_help=True)
 
 # Groups whose commands sit at the top level (`latentpedia build`, `latentpedia steer`, ...).
-TOP_LEVEL = (atlas, train, interp, experiments, lab, exchange, circuits, search, families, maps)
+TOP_LEVEL = (atlas, train, interp, experiments, lab, exchange, circuits, search, families, maps, worker)
 # Groups under a name (`latentpedia user add`).
 NAMED = {"user": users, "campaign": game}
 GROUPS = (*TOP_LEVEL, *NAMED.values())

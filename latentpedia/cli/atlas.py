@@ -153,15 +153,29 @@ def serve(
     private: Annotated[bool, typer.Option("--private", help="refuse anonymous reads (also $LATENTPEDIA_PRIVATE=1)")] = False,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each keeps its own caches and model copies)")] = 1,
     trusted_proxy: Annotated[list[str], typer.Option("--trusted-proxy", help="a reverse proxy (IP or network) whose X-Forwarded-For / -Proto to believe; repeatable (also $LATENTPEDIA_TRUSTED_PROXIES; default none)")] = [],
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="do not start a `latentpedia worker` process for the jobs queued from the web")] = False,
     signup: Annotated[str, typer.Option(help="self sign-up for the game: open, invite (codes from `latentpedia campaign invite`) or closed", callback=_signup_mode)] = "closed",
 ) -> None:
-    """Serve the web atlas (feature pages and the JSON API) at http://HOST:PORT."""
+    """Serve the web atlas (feature pages and the JSON API) at http://HOST:PORT, with a job
+    worker process beside it unless --no-worker."""
+    from latentpedia.cli.worker import start_worker_process
+
+    os.environ["LATENTPEDIA_SIGNUP"] = signup  # read by web/routers/play.py (every worker)
+    job_worker = None if no_worker else start_worker_process(db or default_db_url())
+    try:
+        _serve(db, host, port, private, workers, trusted_proxy)
+    finally:
+        if job_worker is not None:
+            job_worker.terminate()
+            job_worker.wait(timeout=30)
+
+
+def _serve(db: str, host: str, port: int, private: bool, workers: int, trusted_proxy: list[str]) -> None:
     import uvicorn
 
     from latentpedia.web import create_app
     from latentpedia.web.proxies import TRUSTED_PROXIES_ENV, parse_proxies
 
-    os.environ["LATENTPEDIA_SIGNUP"] = signup  # read by web/routers/play.py (every worker)
     proxies = ",".join([os.environ.get(TRUSTED_PROXIES_ENV, ""), *trusted_proxy]).strip(",")
     with clear_errors():
         parse_proxies([proxies])

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+from latentpedia.dashboards.progress import ProgressMeter
 from latentpedia.errors import LatentpediaError
 from latentpedia.interp import offline, registry
 from latentpedia.interp.data import AtlasText, LatentData, load_latent
@@ -225,16 +223,18 @@ def _print_estimate(atlas: AtlasText, runner: _Runner, new: list[int], log: Log)
 
 
 class _progress:
-    """A rich progress bar on stderr, or nothing."""
+    """Latents done (dashboards/progress.py: a bar on a terminal, plain lines with rate and ETA
+    otherwise, readings to the job worker)."""
 
     def __init__(self, enabled: bool, description: str, total: int):
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, console=Console(stderr=True))  # fmt: skip
-        self.description, self.total = description, total
+        self.meter = ProgressMeter(description, total, unit="latents", enabled=enabled)
 
-    def __enter__(self) -> tuple[Progress, Any]:
-        self.bar.__enter__()
-        return self.bar, self.bar.add_task(self.description, total=self.total)
+    def __enter__(self) -> tuple[_progress, None]:
+        self.meter.__enter__()
+        return self, None
+
+    def update(self, _task: None, *, advance: int) -> None:
+        self.meter.advance(advance)
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
+        self.meter.__exit__(*exc)

@@ -26,11 +26,11 @@ from latentpedia.web.live import add_live_error_handlers
 from latentpedia.web.pages import NotFoundError
 from latentpedia.web.render import STATIC_DIR, make_templates
 from latentpedia.web.auth import install_accounts
-from latentpedia.web.routers import accounts, community, exchange, experiments, explanation_search, families, features, graph, home, interp, lab, live, maps, neuronpedia_compat, play, search, sources
+from latentpedia.web.routers import accounts, community, exchange, experiments, explanation_search, families, features, graph, home, interp, jobs, lab, live, maps, neuronpedia_compat, play, search, sources
 
 ModelLoader = Callable[[str], Any]
 # In matching order: /api/home must be matched before the /{model}/{source} page.
-ROUTERS = (home.router, accounts.router, community.router, interp.router, live.router, neuronpedia_compat.router, search.router, explanation_search.router, experiments.router, lab.router, graph.router, exchange.router, maps.router, families.router, play.router, features.router, sources.router)
+ROUTERS = (home.router, jobs.router, accounts.router, community.router, interp.router, live.router, neuronpedia_compat.router, search.router, explanation_search.router, experiments.router, lab.router, graph.router, exchange.router, maps.router, families.router, play.router, features.router, sources.router)
 
 
 def create_app(db_url: str, *, model_loader: ModelLoader | None = None, live_config: LiveConfig | None = None,
