@@ -182,7 +182,7 @@ def test_steer_completion_and_chat(server):
         assert shared["result"]["features"][0]["index"] == server.index
         page = httpx.get(answer["shareUrl"], headers={"accept": "text/html"})
         assert page.status_code == 200 and "Steered" in page.text
-    anonymous = httpx.post(f"{server.base}/api/steer", json={"modelId": server.model, "prompt": "Hi", "n_tokens": 2}, timeout=60)
+    anonymous = httpx.post(f"{server.base}/api/steer", json={"modelId": server.model, "prompt": "Hi", "n_tokens": 2, "features": [{"modelId": server.model, "layer": server.source, "index": server.index, "strength": 40.0}]}, timeout=60)
     assert anonymous.status_code == 200, anonymous.text
     assert anonymous.json()["id"] is None and anonymous.json()["shareUrl"] is None
     assert httpx.get(f"{server.base}/api/steer/nope").status_code == 404
