@@ -220,8 +220,22 @@ async def page_data(request: Request, store: Store, live: LiveModels, token_cach
                                  methods=methods)  # fmt: skip
 
 
+def check_field(name: str, value: str | None) -> None:
+    """422 for a filter value no database stores or no response can carry (NUL, lone surrogate)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPException(422, f"{name} is not valid Unicode (it holds unpaired surrogates)") from None
+    if "\x00" in value:
+        raise HTTPException(422, f"{name} holds a NUL character")
+
+
 async def _page(request: Request, store: Store, live: LiveModels, token_cache: dict, q: str, mode: SearchMode, model, sources,
                 method, author, min_score, min_density, max_density, offset: int, limit: int) -> ExplanationSearchPage:  # fmt: skip
+    for name, value in (("q", q), ("model", model), ("author", author), *(("sources", s) for s in sources), *(("method", m) for m in method)):
+        check_field(name, value)
     shown, filters = _page_filters(model, sources, method, author, min_score, min_density, max_density)
     return await page_data(request, store, live, token_cache, q, mode, shown, filters, offset, limit)
 
@@ -262,15 +276,22 @@ async def search_explanations_html(
         status, error = err.status_code, str(err.detail)
     except NotFoundError as err:
         status, error = 404, str(err)
-    if error is not None:
-        shown, _ = _page_filters(model, sources, method, author, min_score, min_density, max_density)
-        page = await page_data(request, store, live, token_cache, "", mode, shown, ExplanationFilter(), offset, limit)
-        page.q = q if "\x00" not in q else ""
+    if error is not None:  # the form again, with the error; nothing unprintable echoed
+        page = await page_data(request, store, live, token_cache, "", mode, SearchFilters(), ExplanationFilter(), offset, limit)
+        page.q = q if _printable(q) else ""
     templates = request.app.state.templates
     context = {"page": page, "twin_url": twin, "error": error, "sparkline": sparkline_svg}
     response = templates.TemplateResponse(request, "explanation_search.html", context, status_code=status)
     response.headers["Link"] = f'<{twin}>; rel="alternate"; type="application/json"'
     return response
+
+
+def _printable(value: str) -> bool:
+    try:
+        check_field("q", value)
+    except HTTPException:
+        return False
+    return True
 
 
 def sparkline_svg(values: list[float], width: int = 160, height: int = 24) -> str:
