@@ -136,7 +136,8 @@ def test_a_plain_neuronpedia_export_becomes_a_static_source(db_url, tmp_path):
     assert latent["hist"] == {"edges": [0.0, 1.0, 2.0, 3.0], "counts": [5, 3, 1]}
     assert latent["aligned"] == [[3, 0.9], [1, -0.4]]
     examples = store.get_examples(source.id, 0, with_tokens=True)
-    assert [(e["kind"], e["group"], e["rank"], e["max_value"]) for e in examples] == [(0, -1, 0, 3.0), (0, -1, 1, 2.0), (1, 0, 0, 0.5), (1, 1, 0, 1.5)]
+    # quantile samples go to the interval of (0, maxActApprox = 2] (tenths) their binMin falls in: 0.0 -> 0, 1.2 -> 6
+    assert [(e["kind"], e["group"], e["rank"], e["max_value"]) for e in examples] == [(0, -1, 0, 3.0), (0, -1, 1, 2.0), (1, 0, 0, 0.5), (1, 6, 0, 1.5)]
     store.close()
     with TestClient(create_app(db_url)) as client:
         page = client.get(f"/api/feature/{MODEL}/{SOURCE}/0").json()
@@ -147,6 +148,8 @@ def test_a_plain_neuronpedia_export_becomes_a_static_source(db_url, tmp_path):
     assert page["activations"][0]["tokens"] == TOKENS and page["activations"][0]["values"][2] == 3.0
     assert page["activations"][1]["tokens"][: len(SHORT)] == SHORT  # padded to the longest window
     assert [x["text"] for x in page["explanations"]] == ["cats and mats"]
+    bins = sorted((a["binMin"], a["binMax"]) for a in page["activations"] if a["kind"] == "quantile")
+    assert bins == [pytest.approx((0.0, 0.2)), pytest.approx((1.2, 1.4))]  # the imported binMin's interval, as Neuronpedia rows
 
 
 def _corrupt(table: str, row: int, **fields) -> dict:
