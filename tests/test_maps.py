@@ -489,7 +489,8 @@ def test_feature_page_shows_its_place_on_the_map(served, browser):
     page.goto(f"{base}/{catlas.model}/{SOURCE}/4")
     thumb = page.locator("#map-position img")
     thumb.wait_for()
-    assert page.evaluate("document.querySelector('#map-position img').naturalWidth") == 160
+    page.wait_for_function("document.querySelector('#map-position img').complete")
+    assert page.evaluate("document.querySelector('#map-position img').naturalWidth") == 160  # the SVG loaded
     page.click("#map-position a")
     page.wait_for_url("**/map?highlight=4")
     page.wait_for_selector("#map-plot[data-ready='1']")
