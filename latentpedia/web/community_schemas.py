@@ -59,6 +59,9 @@ class ExplanationOut(BaseModel):
     description: str = Field(description="the same as text (Neuronpedia's name)")
     method: str = Field(description=f"human, or the automatic method: {' | '.join(AUTOMATIC_METHODS)}")
     explainer_model: str | None
+    typeName: str = Field(description="the same as method (Neuronpedia's name)")
+    explanationModelName: str | None = Field(description="the same as explainer_model (Neuronpedia's name)")
+    source: str = Field(description="the source id, the same as layer (what Neuronpedia's client reads)")
     prompt_version: str | None
     author: str | None = Field(description="username; null for automatic explanations")
     author_url: str | None

@@ -18,7 +18,7 @@ STEER_METHODS = {
 }  # fmt: skip
 TokenSpec = str | int
 PATCH_HOOKS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "latent")
-MAX_STEER_TOKENS = 512  # tokens generated per completion
+MAX_STEER_TOKENS = 256  # tokens generated per completion (experiments.steering.MAX_NEW_TOKENS)
 
 
 class SteerFeature(BaseModel):
@@ -41,7 +41,7 @@ class SteerRequest(BaseModel):
     vectors: list[SteerVector] = Field(default_factory=list)
     steer_method: str = Field(default="SIMPLE_ADDITIVE", description=f"one of {', '.join(STEER_METHODS)}")
     normalize_steering: bool = Field(default=False, description="rescale each direction to unit norm first")
-    n_completion_tokens: int = Field(default=32, ge=1, le=MAX_STEER_TOKENS, validation_alias=AliasChoices("n_completion_tokens", "n_tokens"))
+    n_completion_tokens: int = Field(default=32, validation_alias=AliasChoices("n_completion_tokens", "n_tokens"))  # bounded by SteerConfig
     temperature: float = 0.5
     seed: int = 16
     strength_multiplier: float = 1.0

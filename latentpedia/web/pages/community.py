@@ -44,7 +44,8 @@ def user_out(user: UserRecord) -> UserOut:
 def explanation_out(e: ExplanationRecord) -> ExplanationOut:
     return ExplanationOut(
         id=e.id, modelId=e.model_id, layer=e.source, index=e.latent_index, text=e.text, description=e.text,
-        method=e.method, explainer_model=e.explainer_model, prompt_version=e.prompt_version, author=e.author,
+        method=e.method, explainer_model=e.explainer_model, typeName=e.method, explanationModelName=e.explainer_model,
+        source=e.source, prompt_version=e.prompt_version, author=e.author,
         author_url=user_url(e.author) if e.author else None, vote_score=e.vote_score,
         scores=[ScoreOut(**{k: s[k] for k in ScoreOut.model_fields}) for s in e.scores],
         details=e.details, created_at=e.created_at, url=feature_url(e.model_id, e.source, e.latent_index),

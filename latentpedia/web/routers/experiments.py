@@ -29,6 +29,7 @@ from latentpedia.web.experiment_queries import (
     steer_stream_query,
 )
 from latentpedia.web.live import LiveDep
+from latentpedia.web.np_steer import share, steer_stream_response
 from latentpedia.web.pages.common import NotFoundError, with_query
 from latentpedia.web.ratelimit import PromptLimitsDep, RateLimitDep, compute_route
 from latentpedia.web.render import render_page
@@ -50,11 +51,7 @@ async def steer_route(body: S.SteerRequest, ctx: ContextDep, request: Request) -
     their hooks, and without, with the same seed (Neuronpedia's request shape). `stream: true`
     answers with Neuronpedia's event stream (text/event-stream) instead."""
     if body.stream:
-        from latentpedia.web.routers.neuronpedia_compat import steer_stream_response
-
         return await steer_stream_response(ctx, body)
-    from latentpedia.web.routers.neuronpedia_compat import share
-
     return await share(request, ctx.store, "completion", body, await steer_query(ctx, body))
 
 

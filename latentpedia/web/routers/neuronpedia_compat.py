@@ -18,11 +18,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from latentpedia import security
 from latentpedia.store.api import Store
-from latentpedia.store.steers import get_steer, save_steer
+from latentpedia.store.steers import get_steer
 from latentpedia.web import experiment_schemas as S
-from latentpedia.web.auth import CSRF_HEADER, CurrentUser, OptionalUser, viewer
+from latentpedia.web.auth import CurrentUser, OptionalUser
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.experiment_queries import steer_query, steer_stream_query
 from latentpedia.web.livequeries import _tokens
@@ -44,6 +43,7 @@ from latentpedia.web.np_schemas import (
     SteerChatRequest,
     SteerChatResult,
 )
+from latentpedia.web.np_steer import SSE_HEADERS, share, sse, steer_url
 from latentpedia.web.pages.common import NotFoundError, feature_url, source_record, with_query
 from latentpedia.web.pages.community import can_read_list, list_url
 from latentpedia.web.ratelimit import check_text, compute_route
@@ -161,13 +161,6 @@ async def steer_chat(body: SteerChatRequest, ctx: ExperimentContextDep, request:
     return await share(request, ctx.store, "chat", body, result)
 
 
-SSE_HEADERS = {"Cache-Control": "no-cache, no-transform"}
-
-
-def sse(data: dict) -> bytes:
-    return f"data: {json.dumps(data)}\n\n".encode()
-
-
 async def _chat_events(ctx, body: SteerChatRequest, plans, settings: dict, first_lines) -> AsyncIterator[bytes]:
     result: dict[str, Any] = {"modelId": body.modelId, "STEERED": None, "DEFAULT": None, "settings": settings}
     for n, (request, messages) in enumerate(plans):
@@ -180,26 +173,6 @@ async def _chat_events(ctx, body: SteerChatRequest, plans, settings: dict, first
             if "type" in event:
                 result[event["type"]] = _chat_output(request.prompt, messages, event["text"]).model_dump()
                 yield sse(result)
-
-
-async def steer_stream_response(ctx, request: S.SteerRequest) -> StreamingResponse:
-    """`/api/steer` with `stream: true`: Neuronpedia's event stream, `data: {"STEERED": prompt +
-    text so far, "DEFAULT": ...}` per generated token, the last one complete. Bad input is
-    refused before the first byte (steer_stream_query), so it keeps its 4xx status."""
-    lines = await steer_stream_query(ctx, request)
-
-    async def events() -> AsyncIterator[bytes]:
-        result: dict[str, Any] = {"modelId": request.modelId, "prompt": request.prompt, "STEERED": None, "DEFAULT": None}
-        async for line in lines:
-            event = json.loads(line)
-            if "error" in event:
-                yield sse(event)
-                return
-            if "type" in event:
-                result[event["type"]] = request.prompt + event["text"]
-                yield sse(result)
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 # ---------------------------------------------------------------------------- lists
@@ -305,35 +278,6 @@ def quick_list_page(request: Request, store: StoreDep, features: QuickFeatures =
 
 
 # ---------------------------------------------------------------------------- shared steering
-
-
-def sharing_user(request: Request):
-    """The caller a steering answer is kept for: an API key's user, or a signed-in browser that
-    sent its CSRF token; None (nothing kept) for anyone else, writes need a signed-in caller."""
-    try:
-        found = viewer(request)
-    except HTTPException:
-        return None
-    if found.via == "key" or (found.via == "session" and security.same(request.headers.get(CSRF_HEADER, ""), found.csrf_token or "")):
-        return found.user
-    return None
-
-
-def steer_url(public_id: str) -> str:
-    return f"/steer/{public_id}"
-
-
-async def share(request: Request, store: Store, kind: str, body: Any, result: Any) -> Any:
-    """Keep `result` (the answer to a steer or steer-chat `body`) for a signed-in caller: sets
-    its `id` and `shareUrl` (left None for anonymous callers)."""
-    user = await run_in_threadpool(sharing_user, request)
-    if user is None:
-        return result
-    features = [f.model_dump(mode="json") for f in body.features]
-    data = {**result.model_dump(mode="json", exclude={"id", "shareUrl"}), "features": features}
-    result.id = await run_in_threadpool(save_steer, store, body.modelId, kind, data, user.id)
-    result.shareUrl = str(request.base_url).rstrip("/") + steer_url(result.id)
-    return result
 
 
 def shared_steer_data(store: Store, public_id: str) -> SharedSteer:
