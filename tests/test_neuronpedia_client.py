@@ -249,3 +249,14 @@ def test_neuronpedia_urls_embed_and_quick_list(server):
     assert twin["features"][0]["explanation"] == EXPLANATION
     bad = httpx.get(f"{server.base}/api/quick-list", params={"features": "[{]"})
     assert bad.status_code == 422
+
+
+def test_explanation_search_through_the_clients_transport(server):
+    """Client 1.2.1 has no explanation-search call: its request class sends Neuronpedia's bodies."""
+    request = NPRequest("explanation")
+    bodies = {"search": {"modelId": server.model, "layers": [server.source], "query": "foxes and dogs"},
+              "search-model": {"modelId": server.model, "query": "foxes and dogs"}, "search-all": {"query": "foxes and dogs"}}  # fmt: skip
+    for uri, body in bodies.items():
+        answer = request.send_request(method="POST", uri=uri, json=body)
+        hit = next(r for r in answer["results"] if r["description"] == EXPLANATION)
+        assert (hit["modelId"], hit["layer"], hit["index"], hit["typeName"]) == (server.model, server.source, str(server.index), "offline")
