@@ -171,26 +171,31 @@ class RayBuildRun(BuildRun):
         ranges = shard_ranges(self.n_batches, n_workers * SHARDS_PER_WORKER)
         pending = {i: r for i, r in enumerate(ranges) if not self._shard_path(r).exists()}
         self.log(f"ray: {len(ranges)} shards of the pass on {n_workers} workers ({len(ranges) - len(pending)} already done)")
-        futures = self._launch(ray, pending, n_workers) if pending else {}
-        for i, shard in enumerate(ranges):
-            if i in futures:
-                states = _result(ray, futures.pop(i))
-                atomic_save({"key": self.key, "states": states}, self._shard_path(shard))
-            else:
-                states = torch.load(self._shard_path(shard), weights_only=False)["states"]
-            self._merge(states, first=(i == 0))
+        futures, workers = self._launch(ray, pending, n_workers) if pending else ({}, [])
+        try:
+            for i, shard in enumerate(ranges):
+                if i in futures:
+                    states = _result(ray, futures.pop(i))
+                    atomic_save({"key": self.key, "states": states}, self._shard_path(shard))
+                else:
+                    states = torch.load(self._shard_path(shard), weights_only=False)["states"]
+                self._merge(states, first=(i == 0))
+        finally:
+            for worker in workers:  # free their CPUs and memory now, also when the driver fails
+                ray.kill(worker)
 
-    def _launch(self, ray, pending: dict[int, tuple[int, int]], n_workers: int) -> dict:
+    def _launch(self, ray, pending: dict[int, tuple[int, int]], n_workers: int) -> tuple[dict, list]:
         plan = self.plan
         actor = ray.remote(num_cpus=self.config.cpus_per_worker, num_gpus=self.config.gpus_per_worker)(ShardWorker)
         records = [source_record(s) for s in plan.sources]
         threads = max(1, int(self.config.cpus_per_worker))
         workers = [actor.remote(model_load_spec(plan.model), records, threads) for _ in range(min(n_workers, len(pending)))]
         windows = ray.put(plan.windows)
-        return {
+        futures = {
             i: workers[n % len(workers)].run.remote(windows, plan.corpus_hash, plan.batch_size, plan.stats, first, end)
             for n, (i, (first, end)) in enumerate(sorted(pending.items()))
         }
+        return futures, workers
 
     def _merge(self, states: dict[str, dict], *, first: bool) -> None:
         for sid, acc in self.accs.items():
