@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from latentpedia.engine.explanation_index import RankedHit, explanation_index, search_explanations, with_cosines
@@ -188,6 +188,8 @@ def _blank_is_none(value: object) -> object:
 
 
 Number = Annotated[float | None, BeforeValidator(_blank_is_none), Query()]
+# bounds on the float inside: a blank field is None, which a bound on the whole would refuse with a 500
+Density = Annotated[Annotated[float, Field(ge=0, le=1)] | None, BeforeValidator(_blank_is_none), Query(description="density bound in [0, 1]")]
 
 
 def _page_filters(model, sources, method, author, min_score, min_density, max_density) -> tuple[SearchFilters, ExplanationFilter]:
@@ -247,8 +249,8 @@ async def search_explanations_json(
     q: Annotated[str, Query(max_length=MAX_QUERY * 2)] = "", mode: SearchMode = "hybrid", model: str | None = None,
     sources: Annotated[list[str], Query()] = [], method: Annotated[list[str], Query()] = [],  # noqa: B006
     author: str | None = None, min_score: Number = None,
-    min_density: Annotated[float | None, BeforeValidator(_blank_is_none), Query(ge=0, le=1)] = None,
-    max_density: Annotated[float | None, BeforeValidator(_blank_is_none), Query(ge=0, le=1)] = None,
+    min_density: Density = None,
+    max_density: Density = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = PAGE_SIZE,
 ) -> ExplanationSearchPage:  # fmt: skip
     return await _page(request, store, live, token_cache, q, mode, model, sources, method, author, min_score, min_density,
@@ -261,8 +263,8 @@ async def search_explanations_html(
     q: Annotated[str, Query(max_length=MAX_QUERY * 2)] = "", mode: SearchMode = "hybrid", model: str | None = None,
     sources: Annotated[list[str], Query()] = [], method: Annotated[list[str], Query()] = [],  # noqa: B006
     author: str | None = None, min_score: Number = None,
-    min_density: Annotated[float | None, BeforeValidator(_blank_is_none), Query(ge=0, le=1)] = None,
-    max_density: Annotated[float | None, BeforeValidator(_blank_is_none), Query(ge=0, le=1)] = None,
+    min_density: Density = None,
+    max_density: Density = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = PAGE_SIZE,
 ) -> HTMLResponse:  # fmt: skip
     twin = "/api/search/explanations" + (f"?{request.url.query}" if request.url.query else "")
