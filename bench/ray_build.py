@@ -48,7 +48,7 @@ def canonical(url: str, folder: Path) -> dict[str, bytes]:
 def untimed(value):
     """Without the timings of the finishing steps (maps, neighbours) kept in source meta."""
     if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in ("seconds", "computed_at")}
+        return {k: untimed(v) for k, v in value.items() if k not in ("seconds", "computed_at", "matches_at")}
     return [untimed(v) for v in value] if isinstance(value, list) else value
 
 

@@ -59,7 +59,7 @@ def request_for(files: dict[str, Path]) -> BuildRequest:
     )  # fmt: skip
 
 
-TIMINGS = ("seconds", "computed_at")  # how long finishing steps (maps, neighbours) took, and when
+TIMINGS = ("seconds", "computed_at", "matches_at")  # how long finishing steps (maps, neighbours, matches) took, and when
 
 
 def untimed(value):
