@@ -480,7 +480,7 @@ def test_cli_campaign_add_list_export_invite(gatlas, tmp_path) -> None:
     added = run.invoke(app, ["campaign", "add", "cli-quest", "--source", "1-mlp", "--model", gatlas.model,
                              "--indices", "1,2,3", "--order", "dense", "--days", "3", *db])
     assert added.exit_code == 0, added.output
-    listed = run.invoke(app, ["campaign", "list", *db])
+    listed = run.invoke(app, ["campaign", "list", *db], env={"COLUMNS": "250"})  # no wrapped cells
     assert listed.exit_code == 0 and "cli-quest" in listed.output and "has an explanation beating" in listed.output
     out = tmp_path / "quest.jsonl"
     exported = run.invoke(app, ["campaign", "export", "planted", "--out", str(out), *db])
