@@ -4,7 +4,7 @@ maps existed, or recomputed with other UMAP settings (`--redo`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,8 +20,8 @@ def build_maps(
     source: Annotated[list[str], typer.Option("--source", "-s", help="a built source of the model; repeatable (default: every built source)")] = [],
     redo: Annotated[bool, typer.Option(help="recompute maps that exist")] = False,
     neighbors: Annotated[int, typer.Option(help="UMAP n_neighbors", min=2)] = 15,
-    epochs: Annotated[Optional[int], typer.Option(help="UMAP n_epochs (default: umap's, 500 below 10k latents, else 200)", **COUNT)] = None,
-    init: Annotated[str, typer.Option(help="UMAP init: spectral or pca")] = "spectral",
+    epochs: Annotated[int, typer.Option(help="UMAP n_epochs", **COUNT)] = 200,
+    init: Annotated[str, typer.Option(help="UMAP init: pca or spectral (umap's default, slower)")] = "pca",
     seed: Annotated[int, typer.Option(help="random seed of UMAP and k-means", **NON_NEGATIVE)] = 0,
     db: AtlasDbOpt = "",
 ) -> None:
@@ -34,8 +34,8 @@ def build_maps(
     from latentpedia.models.loader import load_model
 
     with clear_errors():
-        if init not in ("spectral", "pca"):
-            raise InvalidInputError(f"--init must be spectral or pca, got {init!r}")
+        if init not in ("pca", "spectral"):
+            raise InvalidInputError(f"--init must be pca or spectral, got {init!r}")
         store = open_store(db)
         loaded = None
         if store.get_model(model) is None and Path(model).exists():  # a model folder or file: its id
