@@ -7,8 +7,8 @@ directions are SmolLM2's real down-projection columns; SAE decoders are the atla
 in the output). Each UMAP setting below maps every source in one fresh subprocess (so each pays
 its own numba compilation, as a build does), side by side in one run:
 
-  default   umap's defaults (spectral init, 500 epochs below 10k points), what the build uses
-  pca-200   init="pca", n_epochs=200
+  default   umap's defaults (spectral init, 500 epochs below 10k points)
+  pca-200   init="pca", n_epochs=200: what builds use (MapConfig)
 
 Also: how far each faster setting's map is from the default's (trustworthiness of the 2-D
 neighbourhoods, sklearn), the cost of `import umap` in a fresh process, and the share of the
@@ -28,7 +28,7 @@ import time
 DEMO_SECONDS = 22 * 60 + 40  # the last measured `latentpedia demo --no-serve` (bench/RESULTS.md)
 NEURON_LAYERS = (2, 8, 14, 20)
 SAES = {"8-res-topk-4.5k": 4608, "14-res-topk-4.5k": 4608, "14-res-topk-2304": 2304, "20-res-topk-4.5k": 4608}
-SETTINGS = {"default": {}, "pca-200": {"init": "pca", "n_epochs": 200}}
+SETTINGS = {"default": {"init": "spectral", "n_epochs": None}, "pca-200": {"init": "pca", "n_epochs": 200}}
 
 
 def directions(db: str | None) -> tuple[dict, str]:
