@@ -121,3 +121,45 @@ def test_a_job_that_cannot_run_fails_in_words(db_url, tmp_path, tiny_dir):
         assert failed.job.status == JOB_FAILED and "9" in failed.job.message and failed.error
         bad = store.get_queued_job(stale)
         assert bad.job.status == JOB_FAILED and "sources" in bad.job.message
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the worker's parent-death signal is Linux's prctl")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_serve_s_worker_stops_when_serve_dies(tmp_path, sig):
+    """`serve` starts a `latentpedia worker`; stopping serve (SIGTERM, which uvicorn re-raises past
+    serve's clean-up, or kill -9) must not leave the worker running."""
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    Store.open(url).close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LATENTPEDIA_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    serve = subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "serve", "--db", url, "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        (job_worker,) = wait_until(lambda: _children(serve.pid), "serve's worker process", timeout=60)
+        wait_until(lambda: "latentpedia.cli" in Path(f"/proc/{job_worker}/cmdline").read_text(), "the worker's exec")
+        serve.send_signal(sig)
+        serve.wait(timeout=60)
+        wait_until(lambda: _gone(job_worker), "the worker to stop after serve died", timeout=30)
+    finally:
+        try:  # whatever is left of serve's process group (nothing, when the test passes)
+            os.killpg(serve.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        serve.wait(timeout=10)

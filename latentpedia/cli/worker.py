@@ -38,5 +38,21 @@ def worker(
 
 
 def start_worker_process(db_url: str) -> subprocess.Popen:
-    """`latentpedia worker` as a child process (the web process never imports torch)."""
-    return subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "worker", "--db", db_url or default_db_url()])
+    """`latentpedia worker` as a child process (the web process never imports torch). On Linux
+    it gets SIGTERM when `serve` dies however it dies (uvicorn re-raises SIGTERM after its
+    shutdown, which skips `serve`'s own clean-up; kill -9 skips everything)."""
+    command = [sys.executable, "-m", "latentpedia.cli", "worker", "--db", db_url or default_db_url()]
+    parent = os.getpid()
+    return subprocess.Popen(command, preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the forked child, before exec: ask the kernel for SIGTERM when the parent exits (and
+    exit now if it already has)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(0)
