@@ -1,4 +1,4 @@
-"""Shared steering results (migration 0011_shared_steers): every steering answer of the web app
+"""Shared steering results (migration 0010_shared_steers): every steering answer of the web app
 is kept under a random public id, so `/steer/{id}` shows it again (Neuronpedia's share links).
 
 Functions of a `Store` rather than methods, so the Store class needs no change.
