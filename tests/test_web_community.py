@@ -18,7 +18,7 @@ from tests.conftest import BACKENDS
 
 HTML = {"accept": "text/html"}
 SOURCE = "1-mlp"
-COMPUTE_EXT, LOGIN_EXT = "x-latentpedia-compute", "x-latentpedia-login"
+COMPUTE_EXT, LOGIN_EXT, READ_EXT = "x-latentpedia-compute", "x-latentpedia-login", "x-latentpedia-read"
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
 
@@ -73,9 +73,12 @@ def write_operations(client: TestClient) -> list[tuple[str, str, dict]]:
 
 def test_every_write_route_refuses_anonymous_callers(client, catlas):
     anonymous = TestClient(client.app)
-    checked, logins = [], []
+    checked, logins, reads = [], [], []
     for method, path, op in write_operations(client):
         if op.get(COMPUTE_EXT):
+            continue
+        if op.get(READ_EXT):  # a read whose query is a POST body, as in Neuronpedia's API
+            reads.append(path)
             continue
         if op.get(LOGIN_EXT):
             logins.append(path)
@@ -83,7 +86,8 @@ def test_every_write_route_refuses_anonymous_callers(client, catlas):
         response = anonymous.request(method.upper(), _fill(path, catlas), json={})
         assert response.status_code in (401, 403), f"{method.upper()} {path} answered {response.status_code} anonymously"
         checked.append(path)
-    assert logins == ["/api/login"]
+    assert sorted(logins) == ["/api/login", "/api/play/signup"]  # signing in, and the game's self sign-up
+    assert sorted(reads) == ["/api/list/get", "/api/umap"]
     assert {"/api/explanation/new", "/api/comment/new", "/api/list/new", "/api/key/new", "/api/user/new"} <= set(checked)
     for path in ("/logout", "/form"):  # HTML form routes (not in the spec)
         assert anonymous.post(path).status_code == 401
@@ -93,7 +97,7 @@ def test_every_write_route_refuses_a_session_without_csrf_token(client, catlas):
     session = TestClient(client.app)
     login(session, "alice")
     for method, path, op in write_operations(client):
-        if op.get(COMPUTE_EXT) or op.get(LOGIN_EXT):
+        if op.get(COMPUTE_EXT) or op.get(LOGIN_EXT) or op.get(READ_EXT):
             continue
         response = session.request(method.upper(), _fill(path, catlas), json={})
         assert response.status_code == 403, f"{method.upper()} {path} answered {response.status_code} without CSRF token"

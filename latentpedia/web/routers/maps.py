@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from latentpedia.errors import NotFoundError
 from latentpedia.web.auth import CurrentUser
+from latentpedia.web.compute import READ_EXTRA
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.map_schemas import MapListIn, MapListOut, MapPage, UmapPoint, UmapRequest
 from latentpedia.web.pages.common import source_record
@@ -69,7 +70,8 @@ async def map_list(model: str, source: str, body: MapListIn, store: StoreDep, us
     return MapListOut(id=list_id, url=list_url(list_id), n_items=len(set(body.indices)))
 
 
-@router.post("/api/umap", response_model=dict[str, list[UmapPoint]], responses=NOT_FOUND, summary="Map points of sources (Neuronpedia)")
+@router.post("/api/umap", response_model=dict[str, list[UmapPoint]], responses=NOT_FOUND, summary="Map points of sources (Neuronpedia)",
+             openapi_extra=READ_EXTRA)  # fmt: skip
 async def umap_route(body: UmapRequest, store: StoreDep) -> dict[str, list[UmapPoint]]:
     """Neuronpedia's `/api/umap`: for each source id in `layers`, its latents with `umap_x`,
     `umap_y`, `umap_cluster`, `umap_log_feature_sparsity` and the best explanation."""

@@ -22,6 +22,7 @@ from latentpedia.store.api import Store
 from latentpedia.store.steers import get_steer
 from latentpedia.web import experiment_schemas as S
 from latentpedia.web.auth import CurrentUser, OptionalUser
+from latentpedia.web.compute import READ_EXTRA
 from latentpedia.web.deps import StoreDep
 from latentpedia.web.experiment_queries import steer_query, steer_stream_query
 from latentpedia.web.livequeries import _tokens
@@ -209,7 +210,8 @@ def my_lists(store: StoreDep, user: CurrentUser) -> list[NPListSummary]:
     return [_summary(r) for r in store.lists_of(user.id)]
 
 
-@router.post("/api/list/get", response_model=NPListFull, responses=ERRORS, summary="A list and its latents (Neuronpedia's shape)")
+@router.post("/api/list/get", response_model=NPListFull, responses=ERRORS, summary="A list and its latents (Neuronpedia's shape)",
+             openapi_extra=READ_EXTRA)  # fmt: skip
 def get_list(body: ListIdIn, store: StoreDep, user: OptionalUser) -> NPListFull:
     record = _readable_list(store, body.listId, user)
     return NPListFull(**_summary(record).model_dump(), neurons=[_neuron(i) for i in store.list_items(record.id)])
