@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latentpedia import security
@@ -282,10 +283,14 @@ class GameStore:
                                                  "machine_explanation_id", "machine_text", "machine_score")}  # fmt: skip
 
     def put_game_latent(self, source_id: int, index: int, values: dict[str, Any]) -> dict[str, Any]:
-        """Store a latent's held-out set unless one exists; the stored one (first writer wins)."""
-        with self._begin() as session:
-            if session.get(GameLatent, (source_id, int(index))) is None:
-                session.add(GameLatent(source_id=source_id, latent_index=int(index), **values))
+        """Store a latent's held-out set unless one exists; the stored one (first writer wins,
+        also when two servers make it at once)."""
+        try:
+            with self._begin() as session:
+                if session.get(GameLatent, (source_id, int(index))) is None:
+                    session.add(GameLatent(source_id=source_id, latent_index=int(index), **values))
+        except IntegrityError:  # another writer stored it between our read and our insert
+            pass
         return self.get_game_latent(source_id, index)
 
     def game_latents(self, source_id: int) -> dict[int, tuple[float, float | None]]:

@@ -163,6 +163,8 @@ class PlayResult(BaseModel):
     vote_score: int | None = None
     total_points: int
     next_url: str | None = None
+    scoring_later: list[str] = Field(default=[], description="scorers still running in the background (an LLM's): their "
+                                     "results appear in `other_scores` on the player page")
 
 
 class BoardRow(BaseModel):
@@ -188,15 +190,23 @@ class PlayHome(BaseModel):
     board: Board
 
 
+class OtherScore(BaseModel):
+    scorer: str = Field(description="e.g. detection, simulation (an LLM's, scored in the background after the submit)")
+    status: str
+    score: float | None
+    baseline: float | None
+
+
 class PlayerExplanation(BaseModel):
     id: int
     text: str
     modelId: str
     layer: str
     index: int
-    score: float | None
+    score: float | None = Field(description="the game's held-out embedding score (points are on it)")
     points: int
     vote_score: int
+    other_scores: list[OtherScore] = Field(default=[], description="other scorers' results on the atlas's score split")
 
 
 class PlayerPage(BaseModel):

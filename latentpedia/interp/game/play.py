@@ -28,21 +28,31 @@ from latentpedia.store.game import GAME_METHOD, GAME_SCORE_VERSION, CampaignReco
 
 MAX_CLUES = 8
 TEXT_CACHE = 4096
+CLUE_CACHE = 2048  # latents whose clues are kept
 
 
 class Game:
-    """The game over one store; thread-safe (one lock around loading a source's text)."""
+    """The game over one store; thread-safe. Kept in memory, as a built source never changes: each
+    source's text and live latents, each latent's clues. A latent's held-out set is made once, by
+    one thread, however many players arrive on it together."""
 
-    def __init__(self, store: Any, embed: Embed, *, llm: Any = None, llm_scorers: tuple[str, ...] = ("detection",)):
+    def __init__(self, store: Any, embed: Embed, *, llm: Any = None, llm_scorers: tuple[str, ...] = ("detection",),
+                 prefetch: bool = False):  # fmt: skip
         """`llm`: an interp LLMConfig; when given, each new explanation is also scored by
-        `llm_scorers` in the background (stored beside the embedding score; points stay on the latter)."""
+        `llm_scorers` in the background (stored beside the embedding score; points stay on the latter).
+        `prefetch`: serving a puzzle whose held-out set is not made yet makes it in the background,
+        so the first submit on it finds it ready (the web turns this on)."""
         self.store = store
         self.llm, self.llm_scorers = llm, llm_scorers
+        self.prefetch = prefetch
         self.games = GameStore(store)
         self.embed = embed
         self._atlases: dict[int, tuple[AtlasText, HoldoutScorer]] = {}
         self._vectors: dict[str, np.ndarray] = {}
+        self._shown: dict[tuple[int, int], dict[str, Any]] = {}  # (source, latent) -> its clues, as a puzzle shows them
+        self._stats: dict[int, dict[int, float]] = {}  # built source -> its live latents' densities
         self._lock = threading.Lock()
+        self._making: dict[tuple[int, int], threading.Lock] = {}  # one maker per latent's held-out set
 
     # loading
 
@@ -64,15 +74,25 @@ class Game:
     def campaign(self, slug: str) -> CampaignRecord:
         return self.games.get_campaign(slug)
 
+    def _live_latents(self, source_id: int) -> dict[int, float]:
+        """{latent: density} of the source's latents that ever fire (kept once the source is built)."""
+        if source_id in self._stats:
+            return self._stats[source_id]
+        rows = self.store.list_latents(source_id, limit=None)
+        found = {r["idx"]: r["frac_nonzero"] or 0.0 for r in rows if (r["max_act"] or 0) > 0}
+        source = self.store.get_source_by_id(source_id)
+        if source is not None and source.status == "ready":
+            self._stats[source_id] = found
+        return found
+
     def candidates(self, campaign: CampaignRecord) -> list[int]:
         """The campaign's live latents (ever firing) in its order."""
-        rows = self.store.list_latents(campaign.source_id, limit=None)
-        stats = {r["idx"]: r for r in rows if (r["max_act"] or 0) > 0}
-        wanted = [i for i in (campaign.latents if campaign.latents is not None else sorted(stats)) if i in stats]
+        density = self._live_latents(campaign.source_id)
+        wanted = [i for i in (campaign.latents if campaign.latents is not None else sorted(density)) if i in density]
         if campaign.order == "dense":
-            return sorted(wanted, key=lambda i: (-(stats[i]["frac_nonzero"] or 0), i))
+            return sorted(wanted, key=lambda i: (-density[i], i))
         if campaign.order == "sparse":
-            return sorted(wanted, key=lambda i: ((stats[i]["frac_nonzero"] or 0), i))
+            return sorted(wanted, key=lambda i: (density[i], i))
         if campaign.order == "unexplained":
             people = self.games.explained_by_people(campaign.source_id)
             return sorted(wanted, key=lambda i: (i in people, i))
@@ -121,12 +141,25 @@ class Game:
                 "layer": record.source, "daily": day.isoformat() if day else None}  # fmt: skip
         if index is None:
             return {**base, "done": True, "index": None}
-        atlas, _ = self._atlas(record.source_id)
-        latent = load_latent(atlas, index)
+        if self.prefetch and user is not None:  # a player who may submit next (not every visitor)
+            self.prepare_soon(record.source_id, index)
         played = [p for p in self.games.plays(user_id=user.id, source_id=record.source_id, index=index)] if user else []
-        return {**base, "done": False, "index": index, **self._clues(atlas, latent),
+        return {**base, "done": False, "index": index, **self.clues(record.source_id, index),
                 "explanations": self._visible(record.source_id, index, user),
                 "already_played": [p.action for p in played]}  # fmt: skip
+
+    def clues(self, source_id: int, index: int) -> dict[str, Any]:
+        """What a puzzle shows of a latent (its explain split), made once per latent and kept."""
+        key = (source_id, int(index))
+        shown = self._shown.get(key)
+        if shown is None:
+            atlas, _ = self._atlas(source_id)
+            shown = self._clues(atlas, load_latent(atlas, index))
+            with self._lock:
+                while len(self._shown) >= CLUE_CACHE:
+                    self._shown.pop(next(iter(self._shown)))
+                self._shown[key] = shown
+        return shown
 
     def _clues(self, atlas: AtlasText, latent: LatentData) -> dict[str, Any]:
         def example(e) -> dict[str, Any]:
@@ -161,14 +194,36 @@ class Game:
         found = self.games.get_game_latent(source_id, index)
         if found is not None:
             return found
-        atlas, scorer = self._atlas(source_id)
-        latent = load_latent(atlas, index)
-        if latent.max_act <= 0:
-            raise CommunityError("this latent never fires in the corpus: there is nothing to explain")
-        holdout = make_holdout(atlas, latent)
-        machine, others = self._machine_explanations(source_id)
-        values = reference_scores(atlas, latent, scorer, holdout, machine.get(index), others)
-        return self.games.put_game_latent(source_id, index, {"holdout": holdout, **values})
+        with self._maker(source_id, index):  # players arriving together make it once
+            found = self.games.get_game_latent(source_id, index)
+            if found is not None:
+                return found
+            atlas, scorer = self._atlas(source_id)
+            latent = load_latent(atlas, index)
+            if latent.max_act <= 0:
+                raise CommunityError("this latent never fires in the corpus: there is nothing to explain")
+            holdout = make_holdout(atlas, latent)
+            machine, others = self._machine_explanations(source_id)
+            values = reference_scores(atlas, latent, scorer, holdout, machine.get(index), others)
+            return self.games.put_game_latent(source_id, index, {"holdout": holdout, **values})
+
+    def _maker(self, source_id: int, index: int) -> threading.Lock:
+        with self._lock:
+            return self._making.setdefault((source_id, int(index)), threading.Lock())
+
+    def prepare_soon(self, source_id: int, index: int) -> None:
+        """Make the latent's held-out set in the background unless it exists or is being made
+        (a puzzle being shown: its first submit then finds it ready). Errors are left to the submit."""
+        if self._maker(source_id, index).locked() or self.games.get_game_latent(source_id, index) is not None:
+            return
+
+        def make() -> None:
+            try:
+                self.reference(source_id, index)
+            except Exception:  # noqa: BLE001 - the submit makes it again and reports the error
+                pass
+
+        threading.Thread(target=make, name="latentpedia-game-prepare", daemon=True).start()
 
     def _machine_explanations(self, source_id: int) -> tuple[dict[int, tuple[int, str]], dict[int, tuple[int, str]]]:
         """Automatic explanations of the source by latent (the offline explainer's preferred)."""
@@ -240,12 +295,13 @@ class Game:
                                       "negatives": len(reference["holdout"]["negatives"])})  # fmt: skip
         self.games.add_play(user.id, source_id, index, "explain", campaign_id=record.id if record else None,
                             explanation_id=eid, score=score, points=points, daily=daily)  # fmt: skip
-        if self.llm is not None:
-            threading.Thread(target=self._llm_score, args=(eid,), daemon=True).start()
+        later = list(self.llm_scorers) if self.llm is not None else []
+        if later:
+            threading.Thread(target=self._llm_score, args=(eid,), name="latentpedia-game-llm", daemon=True).start()
         outcome = "best" if score is not None and (prev_score is None or score > prev_score) and score > reference["baseline_score"] \
             else "beat" if score is not None and score > reference["baseline_score"] else "below"  # fmt: skip
         return {**common, "action": "explain", "explanation_id": eid, "score": score, "points": points,
-                "outcome": outcome, "duplicate_of": None, "similarity": None,
+                "outcome": outcome, "duplicate_of": None, "similarity": None, "scoring_later": later,
                 "best": self.best(source_id, index, reference), "previous_best": prev_score}  # fmt: skip
 
     def _llm_score(self, explanation_id: int) -> None:
@@ -343,21 +399,11 @@ class Game:
         rows.sort(key=lambda r: (-r["points"], r["username"]))
         return [{"rank": n + 1, **row} for n, row in enumerate(rows)]
 
-    def player(self, user: UserRecord, now: datetime | None = None) -> dict[str, Any]:
-        """A player's points, streak, explanations with their scores, and today's share line."""
-        plays = self.games.plays(user_id=user.id)
+    def standing(self, user: UserRecord, now: datetime | None = None, plays: list | None = None) -> dict[str, Any]:
+        """A player's points, streak and today's share line (what every puzzle page shows of them)."""
+        plays = self.games.plays(user_id=user.id) if plays is None else plays
         board = self._board(plays)
-        total = board[0]["points"] if board else 0
         days = {p.created_at.date() for p in plays if p.action != "skip"}
-        explanations = []
-        hidden = self.games.hidden_ids()
-        for p in reversed(plays):
-            if p.action == "explain" and p.explanation_id not in hidden:
-                found = self.store.get_explanation(p.explanation_id)
-                if found is not None:
-                    explanations.append({"id": found.id, "text": found.text, "modelId": found.model_id, "layer": found.source,
-                                         "index": found.latent_index, "score": p.score, "points": p.points,
-                                         "vote_score": found.vote_score})  # fmt: skip
         day = rules.today(now)
         daily = [p for p in plays if p.daily == day.isoformat()]
         share = None
@@ -365,8 +411,25 @@ class Game:
             last = daily[-1]
             reference = self.games.get_game_latent(last.source_id, last.latent_index)
             share = rules.share_line(day, _outcome(last, reference), sum(p.points for p in daily), rules.streak(days, now))
-        return {"username": user.username, "points": total, "streak": rules.streak(days, now),
-                "explanations": explanations, "plays": len(plays), "share": share}  # fmt: skip
+        return {"username": user.username, "points": board[0]["points"] if board else 0, "streak": rules.streak(days, now),
+                "plays": len(plays), "share": share}  # fmt: skip
+
+    def player(self, user: UserRecord, now: datetime | None = None) -> dict[str, Any]:
+        """`standing` plus the player's explanations, newest first, with their scores: the game's
+        held-out score and points, and the other scorers' (an LLM's, scored in the background)."""
+        plays = self.games.plays(user_id=user.id)
+        hidden = self.games.hidden_ids()
+        explanations = []
+        for p in reversed(plays):
+            if p.action == "explain" and p.explanation_id not in hidden:
+                found = self.store.get_explanation(p.explanation_id)
+                if found is not None:
+                    others = [{"scorer": r.scorer, "status": r.status, "score": r.score, "baseline": r.baseline_score}
+                              for r in found.scores if r.prompt_version != GAME_SCORE_VERSION]  # fmt: skip
+                    explanations.append({"id": found.id, "text": found.text, "modelId": found.model_id, "layer": found.source,
+                                         "index": found.latent_index, "score": p.score, "points": p.points,
+                                         "vote_score": found.vote_score, "other_scores": others})  # fmt: skip
+        return {**self.standing(user, now, plays), "explanations": explanations}
 
     def progress(self, campaign: CampaignRecord) -> dict[str, Any]:
         """How much of the campaign has an explanation beating its baseline."""

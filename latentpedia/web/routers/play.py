@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from latentpedia.interp.game.batching import EmbedBatcher
 from latentpedia.interp.game.play import Game
 from latentpedia.store.accounts import CommunityError, UserRecord
 from latentpedia.store.game import CampaignRecord
@@ -64,10 +65,12 @@ def _embedder(request: Request):
 
 
 async def get_game(request: Request) -> Game:
-    """The app's `Game` (made on first use, its embedder bound to the live torch worker)."""
+    """The app's `Game` (made on first use, its embedder batched and bound to the live torch worker;
+    a puzzle shown makes its latent's held-out set in the background)."""
     game = getattr(request.app.state, "game", None)
     if game is None:
-        game = request.app.state.game = Game(request.app.state.store, _embedder(request), llm=_llm_config())
+        embed = EmbedBatcher(_embedder(request))  # concurrent submits share one call on the torch worker
+        game = request.app.state.game = Game(request.app.state.store, embed, llm=_llm_config(), prefetch=True)
     return game
 
 
@@ -123,14 +126,14 @@ def me_out(game: Game, user: UserRecord | None) -> Me | None:
     if user is None:
         return None
     mode, tutorial = game.games.prefs(user.id)
-    player = game.player(user)
+    player = game.standing(user)
     return Me(username=user.username, points=player["points"], streak=player["streak"], mode=mode, tutorial_done=tutorial,
               share=player["share"])  # fmt: skip
 
 
 def _result(game: Game, user: UserRecord, found: dict[str, Any], next_url: str | None) -> PlayResult:
     return PlayResult(**{k: v for k, v in found.items() if k in PlayResult.model_fields},
-                      total_points=game.player(user)["points"], next_url=next_url)  # fmt: skip
+                      total_points=game.standing(user)["points"], next_url=next_url)  # fmt: skip
 
 
 def _next_url(body: PlayIn | VoteIn) -> str | None:

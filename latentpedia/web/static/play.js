@@ -61,6 +61,7 @@
     if (result.baseline !== null && result.baseline !== undefined) rows.append(row("a random guess", simple() ? "" : "random explanation baseline", result.baseline));
     if (result.machine) rows.append(row("the machine's", result.machine.text, result.machine.score));
     if (result.best) rows.append(row("the best", `${result.best.text} (${result.best.author || "someone"})`, result.best.score));
+    if (result.scoring_later?.length) rows.append(row("later", `${result.scoring_later.join(", ")} (the server's LLM): on your player page in a moment`, null));
     document.getElementById("result-points").textContent = `+${result.points} points · ${result.total_points} in all`;
     const points = document.getElementById("my-points");
     if (points) points.textContent = String(result.total_points);
