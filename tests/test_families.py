@@ -159,6 +159,50 @@ def test_neighbours_in_the_other_width_are_the_split_latents(atlas, client):
     assert body["family_url"] == f"/{atlas.model_id}/{COARSE}/3/family"
 
 
+def test_neighbours_and_family_show_each_neighbours_best_explanation_fresh(atlas, client):
+    """Each shown neighbour, the continuation and every family node carry the latent's best
+    explanation (best voted, then newest) with its first ok score, read fresh: an explanation
+    written after the page was cached shows on the next request. Text is escaped in the HTML."""
+    url = f"/api/feature/{atlas.model_id}/{COARSE}/3"
+
+    def fine_latents() -> dict[int, dict]:
+        body = client.get(url).json()
+        return {lat["index"]: lat for g in body["neighbours"] if (g["source"], g["method"]) == (FINE, "decoder_cos") for lat in g["latents"]}
+
+    assert fine_latents()[6]["explanation"] is None  # cached now, before any explanation
+    store = Store.open(atlas.url)
+    try:
+        fine, deep = store.get_source(atlas.model_id, FINE), store.get_source(atlas.model_id, DEEP)
+        voted = store.add_explanation(fine.id, 6, "split <i>plus</i> half of coarse 3", "human")
+        store.add_score(voted, "embedding", status="ok", score=0.42, baseline_score=0.1)
+        store.add_explanation(fine.id, 6, "a newer, unvoted explanation", "human")
+        store.vote(store.add_user("neighbour-voter", "long enough password").id, voted, 1)
+        store.add_explanation(fine.id, 7, "first of latent 7", "human")
+        store.add_explanation(fine.id, 7, "newest of latent 7", "offline")
+        continues = client.get(url).json()["continues_as"]
+        store.add_explanation(deep.id, continues["index"], "where coarse 3 goes", "human")
+    finally:
+        store.close()
+    latents = fine_latents()
+    assert (latents[6]["explanation"], latents[6]["explanation_score"], latents[6]["explanation_scorer"]) == (
+        "split <i>plus</i> half of coarse 3", pytest.approx(0.42), "embedding")
+    assert (latents[7]["explanation"], latents[7]["explanation_score"]) == ("newest of latent 7", None)
+    body = client.get(url).json()
+    assert body["continues_as"]["explanation"] == "where coarse 3 goes"
+    assert body["topkCosSimIndices"][0] == 3 and all(isinstance(v, float) for v in body["topkCosSimValues"])  # Neuronpedia's lists as they were
+    html = client.get(f"/{atlas.model_id}/{COARSE}/3", headers={"accept": "text/html"}).text
+    section = html[html.index('id="neighbours"'):]
+    section = section[: section.index("</section>")]
+    assert "split &lt;i&gt;plus&lt;/i&gt; half of coarse 3" in section and "<i>plus" not in section
+    assert "embedding 0.42" in section and "where coarse 3 goes" in section
+    family = client.get(f"/api/family/{atlas.model_id}/{COARSE}/3").json()
+    children = {c["index"]: c for c in family["tree"]["children"]}
+    assert children[6]["explanation"] == "split <i>plus</i> half of coarse 3" and children[6]["explanation_score"] == pytest.approx(0.42)
+    assert children[7]["explanation"] == "newest of latent 7" and children[7]["explanation_score"] is None
+    page = client.get(f"/{atlas.model_id}/{COARSE}/3/family", headers={"accept": "text/html"}).text
+    assert "split &lt;i&gt;plus&lt;/i&gt; half of coarse 3" in page and "embedding 0.42" in page
+
+
 def test_matching_recovers_the_split_by_decoder_cosine_and_activation_correlation(atlas):
     store = Store.open(atlas.url)
     try:
@@ -172,6 +216,31 @@ def test_matching_recovers_the_split_by_decoder_cosine_and_activation_correlatio
         assert cos == pytest.approx(1 / np.sqrt(1.36), abs=1e-3)
     finally:
         store.close()
+
+
+def test_universality_report_counts_latents_above_thresholds_and_finds_the_split_families(atlas):
+    """Every fine latent's best coarse match by decoder cosine is its parent at 1/sqrt(1.36) = 0.857
+    (and back): all reach 0.7, none 0.9. The example families are coarse latents with (some of) the
+    two fine latents split from them, each matching back to its parent."""
+    from latentpedia.lab.universality import agreement, example_families
+
+    store = Store.open(atlas.url)
+    try:
+        rows = {(r.source, r.other, r.method): r for r in agreement(store, atlas.model_id, COARSE, FINE)}
+        examples = example_families(store, atlas.model_id, COARSE, FINE, n=3, min_match=0.3)
+        with pytest.raises(InvalidInputError, match="not matched"):
+            agreement(store, atlas.model_id, FINE, DEEP)
+    finally:
+        store.close()
+    for key, n in (((COARSE, FINE, "decoder_cos"), N_COARSE), ((FINE, COARSE, "decoder_cos"), 2 * N_COARSE)):
+        assert rows[key].n == n and rows[key].median == pytest.approx(1 / np.sqrt(1.36), abs=1e-3)
+        assert rows[key].fractions == {0.3: 1.0, 0.5: 1.0, 0.7: 1.0, 0.9: 0.0}
+    corr = rows[(FINE, COARSE, "act_corr")]
+    assert 0 < corr.n <= 2 * N_COARSE and 0 <= corr.fractions[0.9] <= corr.fractions[0.3] <= 1
+    assert len(examples) == 3 and all(e.method == "act_corr" for e in examples)
+    for e in examples:
+        assert e.matches and {index for _, index, _, _ in e.matches} <= {2 * e.index, 2 * e.index + 1}
+        assert all(source == FINE and value >= 0.3 for source, _, value, _ in e.matches)
 
 
 def test_activation_correlation_streams_the_same_pearson_as_all_activations_at_once(atlas):
@@ -329,3 +398,10 @@ def test_cli_match_and_neighbours_print_the_report(atlas):
     assert f"{SEED0} -> {SEED1}: best-match activation correlation, median" in run.output and "#" in run.output
     again = CliRunner().invoke(app, ["neighbours", "--model", model_path, "--db", atlas.url])
     assert again.exit_code == 0 and "already stored" in again.output
+    report = CliRunner().invoke(app, ["match", COARSE, FINE, "--stored", "--examples", "2", "--model", atlas.model_id, "--db", atlas.url],
+                                env={"COLUMNS": "200"})  # fmt: skip
+    assert report.exit_code == 0, report.output
+    assert f"{COARSE} -> {FINE}" in report.output and "100.0%" in report.output and f"families {COARSE} -> {FINE}" in report.output
+    assert f"{FINE}/" in report.output.split(f"families {COARSE} -> {FINE}")[1]
+    missing = CliRunner().invoke(app, ["match", FINE, DEEP, "--stored", "--model", atlas.model_id, "--db", atlas.url])
+    assert missing.exit_code != 0 and "not matched yet" in missing.output

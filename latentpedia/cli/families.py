@@ -59,11 +59,15 @@ def match(
     model: ModelOpt = DEFAULT_MODEL_ID,
     windows: Annotated[int, typer.Option(help="corpus windows to correlate activations over (one forward pass)", **COUNT)] = 128,
     k: TopK = 10,
+    stored: Annotated[bool, typer.Option("--stored", help="compute nothing: report the matches already stored")] = False,
+    examples: Annotated[int, typer.Option(help="example families printed per pair, with their explanations", min=0, max=100)] = 3,
     db: AtlasDbOpt = "",
 ) -> None:
     """Match the latents of two sources both ways, by decoder cosine and by activation correlation
     over the same tokens; prints the median best match and its histogram (for two SAEs differing
-    only in seed: universality). Without sources: every SAE pair at one hook and along depth."""
+    only in seed: universality), the fraction of latents whose best match reaches 0.3 / 0.5 / 0.7 /
+    0.9 by each method, and example families. Without sources: every SAE pair at one hook and
+    along depth."""
     from latentpedia.errors import InvalidInputError
     from latentpedia.lab.matching import default_pairs, match_sources
 
@@ -71,16 +75,53 @@ def match(
         if (source_a is None) != (source_b is None):
             raise InvalidInputError("give two sources (SOURCE_A SOURCE_B), or none for the default pairs")
         store = open_store(db)
+        if stored:
+            model_id = model if store.get_model(model) is not None else _model(store, model).id
+            pairs = [(source_a, source_b)] if source_a else default_pairs(store.list_sources(model_id))
+            _report(store, model_id, pairs, examples)
+            return
         loaded = _model(store, model)
         pairs = [(source_a, source_b)] if source_a else default_pairs(store.list_sources(loaded.id))
         if not pairs:
             raise InvalidInputError(f"{loaded.id} has no pair of built SAEs to match")
         report = match_sources(store, loaded, pairs, n_windows=windows, k=k, log=log)
-    for pair in report.pairs:
-        if pair.method == "act_corr" and pair.hist.get("counts"):
-            console.print(f"{pair.source} -> {pair.other}: best-match activation correlation, median {pair.median:.3f}")
-            console.print(ascii_histogram(pair.hist))
+        for pair in report.pairs:
+            if pair.method == "act_corr" and pair.hist.get("counts"):
+                console.print(f"{pair.source} -> {pair.other}: best-match activation correlation, median {pair.median:.3f}")
+                console.print(ascii_histogram(pair.hist))
+        _report(store, loaded.id, pairs, examples)
     console.print(f"[green]done[/]: {len(report.pairs)} matched direction(s) over {report.n_tokens:,} tokens")
+
+
+def _report(store, model_id: str, pairs, examples: int) -> None:
+    """The universality table and example families of each pair (lab/universality.py)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from latentpedia.lab.universality import THRESHOLDS, agreement, example_families
+
+    if not pairs:
+        from latentpedia.errors import InvalidInputError
+
+        raise InvalidInputError(f"{model_id} has no pair of built SAEs to report")
+    table = Table("source -> other", "method", "latents", "median", *(f">= {t}" for t in THRESHOLDS), title="best match per latent")
+    for a, b in pairs:
+        for row in agreement(store, model_id, a, b):
+            table.add_row(f"{row.source} -> {row.other}", row.method, f"{row.n:,}", "n/a" if row.median is None else f"{row.median:.3f}",
+                          *(f"{row.fractions[t]:.1%}" for t in THRESHOLDS))  # fmt: skip
+    console.print(table)
+    for a, b in pairs if examples else ():
+        console.print(f"[bold]families {escape(a)} -> {escape(b)}[/] (matches that match back)")
+        for fam in example_families(store, model_id, a, b, n=examples):
+            console.print(f"  {escape(fam.source)}/{fam.index}: {escape(_said(fam.explanation))}")
+            for source, index, value, said in fam.matches:
+                console.print(f"    {fam.method} {value:.2f}  {escape(source)}/{index}: {escape(_said(said))}")
+
+
+def _said(best) -> str:
+    if best is None:
+        return "(no explanation)"
+    return f"{best.text}" + (f" [{best.scorer} {best.score:.2f}]" if best.score is not None else "")
 
 
 def ascii_histogram(hist: dict, width: int = 40) -> str:

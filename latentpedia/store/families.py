@@ -166,6 +166,58 @@ def best_matches(store: Any, source_id: int, other_id: int, method: str, indices
         return {int(i): ([int(j) for j in idx], [float(v) for v in val]) for i, idx, val in session.execute(query)}
 
 
+def pair_rows(store: Any, source_id: int, other_id: int, method: str) -> dict[int, tuple[list[int], list[float]]]:
+    """{latent: (matched indices, values)} of every latent of `source_id` in `other_id` ({} if the
+    pair was not computed)."""
+    query = select(LatentMatch.idx, LatentMatch.indices, LatentMatch.values).where(
+        LatentMatch.source_id == source_id, LatentMatch.other_id == other_id, LatentMatch.method == method)  # fmt: skip
+    with store._read() as session:
+        return {int(i): ([int(j) for j in idx], [float(v) for v in val]) for i, idx, val in session.execute(query)}
+
+
+@dataclass(frozen=True)
+class BestExplanation(_Record):
+    """A latent's best explanation: best voted, then newest; its first ok score, if any."""
+
+    text: str
+    score: float | None
+    scorer: str | None
+
+
+def best_explanations(store: Any, wanted: dict[int, set[int]], *, conn: Any = None) -> dict[tuple[int, int], BestExplanation]:
+    """{(source id, latent index): its best explanation} of the latents `wanted` ({source id:
+    indices}) that have one: three indexed queries (explanations, their votes, their ok scores)
+    whatever the number of latents, on `conn` if given."""
+    from contextlib import nullcontext
+
+    from sqlalchemy import and_, func, or_
+
+    from latentpedia.store.community_schema import Explanation, ExplanationScore, Vote
+
+    wanted = {int(s): sorted({int(i) for i in idx}) for s, idx in wanted.items() if idx}
+    if not wanted:
+        return {}
+    where = or_(*(and_(Explanation.source_id == s, Explanation.latent_index.in_(idx)) for s, idx in wanted.items()))
+    with store.engine.connect() if conn is None else nullcontext(conn) as c:
+        rows = c.execute(select(Explanation.id, Explanation.source_id, Explanation.latent_index, Explanation.text).where(where)).all()
+        ids = [r[0] for r in rows]
+        if not ids:
+            return {}
+        votes = dict(c.execute(select(Vote.explanation_id, func.sum(Vote.value)).where(Vote.explanation_id.in_(ids))
+                               .group_by(Vote.explanation_id)).all())  # fmt: skip
+        scores: dict[int, tuple[float, str]] = {}
+        for eid, score, scorer in c.execute(select(ExplanationScore.explanation_id, ExplanationScore.score, ExplanationScore.scorer)
+                                            .where(ExplanationScore.explanation_id.in_(ids), ExplanationScore.status == "ok")
+                                            .order_by(ExplanationScore.id)):  # fmt: skip
+            scores.setdefault(eid, (score, scorer))
+    best: dict[tuple[int, int], BestExplanation] = {}
+    for eid, sid, idx, text in sorted(rows, key=lambda r: (-(votes.get(r[0]) or 0), -r[0])):
+        if (sid, idx) not in best:
+            score, scorer = scores.get(eid, (None, None))
+            best[(int(sid), int(idx))] = BestExplanation(text, None if score is None else float(score), scorer)
+    return best
+
+
 # ---------------------------------------------------------------- ways in: random and recent latents
 
 

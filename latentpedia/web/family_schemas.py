@@ -12,6 +12,9 @@ class MatchedLatent(BaseModel):
     index: int
     value: float = Field(description="cosine of the decoder directions, or Pearson correlation of activations")
     url: str
+    explanation: str | None = Field(default=None, description="its best explanation (best voted, then newest), if any")
+    explanation_score: float | None = Field(default=None, description="that explanation's first ok score, if any")
+    explanation_scorer: str | None = Field(default=None, description="the scorer of `explanation_score`")
 
 
 class NeighbourGroup(BaseModel):
@@ -31,6 +34,8 @@ class FamilyNode(BaseModel):
     value: float | None = Field(description="how well it matches its parent (None for the root)")
     method: str | None
     explanation: str | None
+    explanation_score: float | None = Field(default=None, description="the explanation's first ok score, if any")
+    explanation_scorer: str | None = Field(default=None, description="the scorer of `explanation_score`")
     url: str
     family_url: str
     children: list[FamilyNode] = Field(default_factory=list)

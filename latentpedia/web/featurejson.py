@@ -2,13 +2,16 @@
 
 The body is the `FeaturePage` of `feature_page` (pages/feature.py: the same function and the
 same inputs, read by the app's `FeatureReader`, that the HTML page renders) dumped by pydantic.
-Its static part, every field but `source`, `explanations` and `comments`, only changes when the
-source is rebuilt, so it is kept as bytes in an LRU keyed by (store, decoder, source, build
-time, index); each corpus window's `tokens` and `token_ids` JSON is made once and shared by the
+Its static part, every field but the community ones (`source`, `explanations`, `comments`, `map`,
+and `neighbours` / `continues_as`, which carry the neighbours' explanations), only changes when
+the source is rebuilt or its matches recomputed, so it is kept as bytes in an LRU keyed by
+(store, decoder, source, build time, matches time, index), beside the latent's match rows;
+each corpus window's `tokens` and `token_ids` JSON is made once and shared by the
 pages showing it. Each request then costs a source lookup, one query telling whether the latent
-has explanations or comments (they are fetched only if so), and a byte splice of the fresh
-community fields. Cache size: `LATENTPEDIA_FEATURE_CACHE_MB` (default 256; a quarter more for
-the reader's corpus windows).
+has explanations or comments (they are fetched only if so), the neighbours' best explanations
+(one read, when the latent has neighbours) and a byte splice of the fresh community fields.
+Cache size: `LATENTPEDIA_FEATURE_CACHE_MB` (default 256; a quarter more for the reader's corpus
+windows).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from latentpedia.store.api import Store
 from latentpedia.store.community_schema import Comment, Explanation
 from latentpedia.web.pages.common import NotFoundError
 from latentpedia.web.pages.community import comments_for, explanations_for
+from latentpedia.web.pages.families import neighbour_explanations, neighbour_fields
 from latentpedia.web.pages.feature import COMMUNITY_FIELDS, feature_page
 from latentpedia.web.pages.maps import map_position
 from latentpedia.web.pages.feature_reader import FeatureReader, LRUCache, ObjectIds, WindowTokens
@@ -31,6 +35,8 @@ from latentpedia.web.schemas import Activation, FeaturePage
 
 _EXPLANATIONS = TypeAdapter(FeaturePage.model_fields["explanations"].annotation)
 _COMMENTS = TypeAdapter(FeaturePage.model_fields["comments"].annotation)
+_NEIGHBOURS = TypeAdapter(FeaturePage.model_fields["neighbours"].annotation)
+_CONTINUES = TypeAdapter(FeaturePage.model_fields["continues_as"].annotation)
 _WINDOW_FIELDS = frozenset({"tokens", "token_ids"})
 _COMMUNITY = select(
     exists().where(Explanation.source_id == bindparam("sid"), Explanation.latent_index == bindparam("idx")),
@@ -55,19 +61,22 @@ class FeatureJson:
             entry = self.reader.source(conn, store, model, source)
             matched = (entry.record.meta or {}).get("matches_at")  # neighbours/matches recomputed (store/families.py)
             key = (self._ids(store), self._ids(text), entry.record.id, entry.record.built_at, matched, index)
-            static = self.static.get(key)
-            if static is None:
+            cached = self.static.get(key)
+            if cached is None:
                 inputs = self.reader.latent_inputs(conn, store, entry, index, text)
+                cached = (static_json(feature_page(inputs), inputs.windows), inputs.matches)
+                self.static.put(key, cached, len(cached[0]))
+            static, matches = cached
             has_explanations, has_comments = conn.execute(_COMMUNITY, {"sid": entry.record.id, "idx": index}).one()
             position = map_position(conn, entry.record, index)
-        if static is None:
-            static = static_json(feature_page(inputs), inputs.windows)
-            self.static.put(key, static, len(static))
+            explained = neighbour_explanations(store, entry.record, index, matches, conn=conn)
+        near = neighbour_fields(entry.record, index, matches, explained)
         explanations = _EXPLANATIONS.dump_json(explanations_for(store, entry.record.id, index)) if has_explanations else b"[]"
         comments = _COMMENTS.dump_json(comments_for(store, entry.record.id, index)) if has_comments else b"[]"
         where = position.model_dump_json().encode() if position is not None else b"null"
         return b"".join((static[:-1], b',"source":', entry.info_json, b',"explanations":', explanations,
-                         b',"comments":', comments, b',"map":', where, b"}"))  # fmt: skip
+                         b',"comments":', comments, b',"map":', where, b',"neighbours":', _NEIGHBOURS.dump_json(near["neighbours"]),
+                         b',"continues_as":', _CONTINUES.dump_json(near["continues_as"]), b"}"))  # fmt: skip
 
 
 def static_json(page: FeaturePage, windows: dict[int, WindowTokens]) -> bytes:

@@ -1,9 +1,10 @@
 """Neighbours on the feature page and the family page, from the stored matches (store/families.py).
 
-- `neighbour_fields(record, matches)`: the feature page's `topkCosSimIndices` / `topkCosSimValues`
-  (Neuronpedia's names: the source's own decoder-cosine list, the latent itself first), its
-  `neighbours` in every source (self left out), and `continues_as` (the best match at the next
-  deeper layer).
+- `neighbour_fields(record, matches, explained)`: the feature page's `topkCosSimIndices` /
+  `topkCosSimValues` (Neuronpedia's names: the source's own decoder-cosine list, the latent itself
+  first), its `neighbours` in every source (self left out), and `continues_as` (the best match at
+  the next deeper layer); each shown latent with its best explanation and score (`explained`, read
+  fresh for every request by `neighbour_explanations`: explanations change without a rebuild).
 - `family_page_data(store, model, source, index)`: the latent as the root of a tree across widths
   at its hook: its children in the next wider source are the latents among its best matches whose
   own best match back is this latent (a coarse latent "splits" into them), recursively; its best
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from latentpedia.store import families
-from latentpedia.store.families import MatchRow
+from latentpedia.store.families import BestExplanation, MatchRow
 from latentpedia.store.records import SourceRecord
 from latentpedia.web.family_schemas import FamilyNode, FamilyPage, MatchedLatent, MatchSummary, NeighbourGroup
 from latentpedia.web.pages.common import NotFoundError, feature_url, source_record, source_url
@@ -35,11 +36,19 @@ def family_api_url(model: str, source: str, index: int) -> str:
     return f"/api/family{source_url(model, source)}/{int(index)}"
 
 
-def _latents(model: str, row: MatchRow, skip: int | None = None) -> list[MatchedLatent]:
-    return [
-        MatchedLatent.model_construct(source=row.other, index=i, value=v, url=feature_url(model, row.other, i))
-        for i, v in zip(row.indices, row.values, strict=True) if i != skip
-    ][:SHOWN_NEIGHBOURS]  # fmt: skip
+Explained = dict[tuple[int, int], BestExplanation]  # {(source id, latent index): best explanation}
+
+
+def _matched(model: str, source_id: int, source: str, index: int, value: float, explained: Explained) -> MatchedLatent:
+    best = explained.get((source_id, index))
+    return MatchedLatent.model_construct(
+        source=source, index=index, value=value, url=feature_url(model, source, index), explanation=best.text if best else None,
+        explanation_score=best.score if best else None, explanation_scorer=best.scorer if best else None,
+    )  # fmt: skip
+
+
+def _shown(row: MatchRow, skip: int | None) -> list[tuple[int, float]]:
+    return [(i, v) for i, v in zip(row.indices, row.values, strict=True) if i != skip][:SHOWN_NEIGHBOURS]
 
 
 def _preferred(rows: Sequence[MatchRow]) -> dict[int, MatchRow]:
@@ -52,20 +61,36 @@ def _preferred(rows: Sequence[MatchRow]) -> dict[int, MatchRow]:
     return best
 
 
-def neighbour_fields(record: SourceRecord, index: int, matches: Sequence[MatchRow]) -> dict:
+def _continues(record: SourceRecord, matches: Sequence[MatchRow]) -> MatchRow | None:
+    """The row whose best match is where this latent continues: the next deeper layer's best."""
+    deeper = [r for r in _preferred(matches).values() if r.layer is not None and record.layer is not None and r.layer > record.layer and r.indices]
+    return min(deeper, key=lambda r: (r.layer, -r.values[0])) if deeper else None
+
+
+def shown_latents(record: SourceRecord, index: int, matches: Sequence[MatchRow]) -> dict[int, set[int]]:
+    """{source id: latent indices} the feature page shows as neighbours or continuation."""
+    shown: dict[int, set[int]] = {}
+    for row in matches:
+        shown.setdefault(row.other_id, set()).update(i for i, _ in _shown(row, index if row.other_id == record.id else None))
+    return shown
+
+
+def neighbour_explanations(store, record: SourceRecord, index: int, matches: Sequence[MatchRow], *, conn=None) -> Explained:
+    """The best explanations of the latents `neighbour_fields` shows (one read, none without matches)."""
+    return families.best_explanations(store, shown_latents(record, index, matches), conn=conn) if matches else {}
+
+
+def neighbour_fields(record: SourceRecord, index: int, matches: Sequence[MatchRow], explained: Explained | None = None) -> dict:
     """The feature page's neighbour fields (see the module doc)."""
-    model = record.model_id
+    model, explained = record.model_id, explained or {}
     own = next((r for r in matches if r.other_id == record.id and r.method == "decoder_cos"), None)
     groups = [
-        NeighbourGroup.model_construct(source=r.other, method=r.method, latents=_latents(model, r, index if r.other_id == record.id else None))
+        NeighbourGroup.model_construct(source=r.other, method=r.method, latents=[
+            _matched(model, r.other_id, r.other, i, v, explained) for i, v in _shown(r, index if r.other_id == record.id else None)])
         for r in matches
     ]  # fmt: skip
-    deeper = [r for r in _preferred(matches).values() if r.layer is not None and record.layer is not None and r.layer > record.layer and r.indices]
-    continues = None
-    if deeper:
-        row = min(deeper, key=lambda r: (r.layer, -r.values[0]))
-        continues = MatchedLatent.model_construct(source=row.other, index=row.indices[0], value=row.values[0],
-                                                  url=feature_url(model, row.other, row.indices[0]))  # fmt: skip
+    row = _continues(record, matches)
+    continues = _matched(model, row.other_id, row.other, row.indices[0], row.values[0], explained) if row else None
     return dict(
         topkCosSimIndices=list(own.indices) if own else [], topkCosSimValues=list(own.values) if own else [],
         neighbours=groups, continues_as=continues, family_url=family_url(model, record.name, index),
@@ -78,18 +103,19 @@ class _Family:
     def __init__(self, store, record: SourceRecord):
         self.store, self.model = store, record.model_id
         self.records = {r.id: r for r in store.list_sources(record.model_id) if r.status == "ready"}
-        self.explained: dict[int, dict[int, str]] = {}
+        self.explained: dict[tuple[int, int], BestExplanation | None] = {}
 
-    def explanation(self, source_id: int, index: int) -> str | None:
-        known = self.explained.setdefault(source_id, {})
-        if index not in known:
-            known.update(self.store.top_explanations(source_id, [index]))
-            known.setdefault(index, None)
-        return known[index]
+    def explanation(self, source_id: int, index: int) -> BestExplanation | None:
+        if (source_id, index) not in self.explained:
+            self.explained.update(families.best_explanations(self.store, {source_id: {index}}))
+            self.explained.setdefault((source_id, index), None)
+        return self.explained[(source_id, index)]
 
     def node(self, record: SourceRecord, index: int, value: float | None, method: str | None) -> FamilyNode:
+        best = self.explanation(record.id, index)
         return FamilyNode(source=record.name, width=record.d_sae, index=index, value=value, method=method,
-                          explanation=self.explanation(record.id, index), url=feature_url(self.model, record.name, index),
+                          explanation=best.text if best else None, explanation_score=best.score if best else None,
+                          explanation_scorer=best.scorer if best else None, url=feature_url(self.model, record.name, index),
                           family_url=family_url(self.model, record.name, index))  # fmt: skip
 
     def rows(self, source_id: int, index: int) -> dict[int, MatchRow]:

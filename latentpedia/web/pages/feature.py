@@ -19,7 +19,7 @@ from latentpedia.store.records import SourceRecord
 from latentpedia.web.community_schemas import CommentOut, ExplanationOut
 from latentpedia.web.pages.common import feature_api_url, feature_url, random_url
 from latentpedia.web.pages.community import comments_for, explanations_for
-from latentpedia.web.pages.families import neighbour_fields
+from latentpedia.web.pages.families import Explained, neighbour_explanations, neighbour_fields
 from latentpedia.web.map_schemas import MapPosition
 from latentpedia.web.pages.maps import map_position
 from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, StoredExample, WindowTokens
@@ -27,7 +27,8 @@ from latentpedia.web.schemas import Activation, DecoderEntry, FeaturePage, Linke
 
 KIND_NAMES = {0: "top", 1: "quantile"}
 N_QUANTILE_GROUPS = 10
-COMMUNITY_FIELDS = frozenset({"source", "explanations", "comments", "map"})  # what changes without a rebuild
+# what changes without a rebuild (neighbours and continues_as: their explanations)
+COMMUNITY_FIELDS = frozenset({"source", "explanations", "comments", "map", "neighbours", "continues_as"})
 
 
 def feature_page_data(
@@ -43,11 +44,12 @@ def feature_page_data(
     record = inputs.source.record
     with store.engine.connect() as conn:
         position = map_position(conn, record, index)
-    return feature_page(inputs, explanations_for(store, record.id, index), comments_for(store, record.id, index), position)
+        explained = neighbour_explanations(store, record, index, inputs.matches, conn=conn)
+    return feature_page(inputs, explanations_for(store, record.id, index), comments_for(store, record.id, index), position, explained)
 
 
 def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] = (), comments: Sequence[CommentOut] = (),
-                 map_position: MapPosition | None = None) -> FeaturePage:  # fmt: skip
+                 map_position: MapPosition | None = None, explained: Explained | None = None) -> FeaturePage:  # fmt: skip
     """The dashboard made of `inputs`, with the given community parts (the one place a
     `FeaturePage` is assembled: the HTML page and the JSON both come from here)."""
     record, latent, index = inputs.source.record, inputs.latent, inputs.index
@@ -68,7 +70,7 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
         aligned_space=(record.meta or {}).get("aligned_space"),
         map=map_position,
         correlated=[LinkedLatent.model_construct(index=int(i), value=float(v), url=feature_url(model, source, int(i))) for i, v in latent.correlated or []],
-        **_neighbours(record, index), **neighbour_fields(record, index, inputs.matches),
+        **_neighbours(record, index), **neighbour_fields(record, index, inputs.matches, explained),
     )  # fmt: skip
 
 
