@@ -154,7 +154,7 @@ class AtlasReader:
 
 
 def _example_row(source: SourceRecord, row: Any, token_ids: list[int], text: np.ndarray) -> dict[str, Any]:
-    positions = codec.decode_array(row.positions, codec.POSITION_DTYPE)
+    positions = codec.decode_positions(row.positions)
     values = np.zeros(len(token_ids), dtype=np.float32)
     values[positions] = codec.decode_array(row.values, codec.VALUE_DTYPE).astype(np.float32)
     return {

@@ -86,7 +86,7 @@ def example_rows(source_id: int, batch: ExampleBatch, n_latents: int) -> list[Ro
             *ints,
             _floats(batch.max_value),
             np.asarray(batch.max_pos).astype(np.int64).tolist(),
-            codec.split_blob(batch.positions, codec.POSITION_DTYPE, batch.offsets),
+            codec.split_positions(batch.positions, batch.offsets),
             codec.split_blob(batch.values, codec.VALUE_DTYPE, batch.offsets),
             strict=False,
         )
@@ -102,7 +102,7 @@ def _decoded_example(row: Any) -> dict[str, Any]:
         "window": row.window,
         "max_value": row.max_value,
         "max_pos": row.max_pos,
-        "positions": codec.decode_array(row.positions, codec.POSITION_DTYPE).tolist(),
+        "positions": codec.decode_positions(row.positions).tolist(),
         "values": codec.decode_array(row.values, codec.VALUE_DTYPE).astype(np.float32).tolist(),
     }
 

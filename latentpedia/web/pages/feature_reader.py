@@ -214,4 +214,4 @@ class FeatureReader:
 def _stored_example(row: Any) -> StoredExample:
     kind, group, window, max_value, max_pos, positions, values = row
     return StoredExample(kind, group, window, max_value, max_pos,
-                         np.frombuffer(positions, dtype=codec.POSITION_DTYPE), np.frombuffer(values, dtype=codec.VALUE_DTYPE))  # fmt: skip
+                         codec.decode_positions(positions), np.frombuffer(values, dtype=codec.VALUE_DTYPE))  # fmt: skip
