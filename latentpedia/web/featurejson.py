@@ -25,12 +25,13 @@ from sqlalchemy import bindparam, exists, select
 from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
 from latentpedia.store.community_schema import Comment, Explanation
+from latentpedia.web.featurebytes import activations_json
 from latentpedia.web.pages.common import NotFoundError
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.pages.families import neighbour_explanations, neighbour_fields
 from latentpedia.web.pages.feature import COMMUNITY_FIELDS, feature_page
 from latentpedia.web.pages.maps import map_position
-from latentpedia.web.pages.feature_reader import FeatureReader, LRUCache, ObjectIds, WindowTokens
+from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, LRUCache, ObjectIds, WindowTokens
 from latentpedia.web.schemas import Activation, FeaturePage
 
 _EXPLANATIONS = TypeAdapter(FeaturePage.model_fields["explanations"].annotation)
@@ -64,7 +65,7 @@ class FeatureJson:
             cached = self.static.get(key)
             if cached is None:
                 inputs = self.reader.latent_inputs(conn, store, entry, index, text)
-                cached = (static_json(feature_page(inputs), inputs.windows), inputs.matches)
+                cached = (latent_json(inputs), inputs.matches)
                 self.static.put(key, cached, len(cached[0]))
             static, matches = cached
             has_explanations, has_comments = conn.execute(_COMMUNITY, {"sid": entry.record.id, "idx": index}).one()
@@ -77,6 +78,13 @@ class FeatureJson:
         return b"".join((static[:-1], b',"source":', entry.info_json, b',"explanations":', explanations,
                          b',"comments":', comments, b',"map":', where, b',"neighbours":', _NEIGHBOURS.dump_json(near["neighbours"]),
                          b',"continues_as":', _CONTINUES.dump_json(near["continues_as"]), b"}"))  # fmt: skip
+
+
+def latent_json(inputs: FeatureInputs) -> bytes:
+    """The static part of a latent's feature JSON (all but the community fields): the page's
+    head dumped by pydantic, its activations made straight from the stored examples."""
+    head = feature_page(inputs, with_activations=False).model_dump_json(exclude=COMMUNITY_FIELDS | {"activations"}).encode()
+    return b"".join((head[:-1], b',"activations":', activations_json(inputs), b"}"))
 
 
 def static_json(page: FeaturePage, windows: dict[int, WindowTokens]) -> bytes:

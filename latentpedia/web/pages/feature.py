@@ -49,9 +49,11 @@ def feature_page_data(
 
 
 def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] = (), comments: Sequence[CommentOut] = (),
-                 map_position: MapPosition | None = None, explained: Explained | None = None) -> FeaturePage:  # fmt: skip
+                 map_position: MapPosition | None = None, explained: Explained | None = None, *,
+                 with_activations: bool = True) -> FeaturePage:  # fmt: skip
     """The dashboard made of `inputs`, with the given community parts (the one place a
-    `FeaturePage` is assembled: the HTML page and the JSON both come from here)."""
+    `FeaturePage` is assembled: the HTML page and the JSON both come from here).
+    `with_activations=False` leaves `activations` empty (the JSON makes them as bytes: web/featurebytes.py)."""
     record, latent, index = inputs.source.record, inputs.latent, inputs.index
     model, source = record.model_id, record.name
     logits = latent.logits or {}
@@ -62,7 +64,7 @@ def feature_page(inputs: FeatureInputs, explanations: Sequence[ExplanationOut] =
         **_logit_tables(logits, inputs.text), logits_basis=logits.get("basis"),
         **_histogram("freq_hist_data", latent.hist),
         **_histogram("logits_hist_data", logits.get("hist")),
-        activations=_activations(inputs),
+        activations=_activations(inputs) if with_activations else [],
         quantile_groups=_quantile_groups(inputs.examples, latent.max_act),
         explanations=list(explanations), comments=list(comments),
         aligned=[DecoderEntry.model_construct(dim=int(d), value=float(v)) for d, v in latent.aligned or []],
