@@ -102,3 +102,74 @@ def test_missing_path_and_empty_folder(tmp_path):
 def test_pydoc_topics_are_present():
     docs = pydoc_documents()
     assert len(docs) > 50 and all(d.kind == "prose" for d in docs)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from latentpedia.models.loader import load_model
+    from tests.tiny import tiny_llama
+
+    return load_model(tiny_llama(tmp_path_factory.mktemp("tiny") / "llama"))
+
+
+def test_tokenized_windows_are_cached_until_an_input_changes(tiny_model, tmp_path, monkeypatch):
+    """The second read of the same corpus comes from the cache (no tokenizing) with the same
+    windows; a changed file, budget or window length is tokenized again."""
+    from latentpedia import corpus as corpora
+    from latentpedia.corpus import cache
+
+    monkeypatch.setenv("LATENTPEDIA_HOME", str(tmp_path / "home"))
+    text = tmp_path / "texts.jsonl"
+    text.write_text("\n".join(json.dumps({"text": d.text}) for d in pydoc_documents()[:40]))
+    calls = []
+    real = corpora.pack_windows
+    monkeypatch.setattr(corpora, "pack_windows", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    first = corpora.prepare_corpus(tiny_model, text, n_tokens=3000, window_len=32)
+    again = corpora.prepare_corpus(tiny_model, text, n_tokens=3000, window_len=32)
+    assert len(calls) == 1 and len(list(cache.cache_dir().glob("*.npz"))) == 1
+    assert again.content_hash == first.content_hash and again.composition == first.composition
+    assert again.spec == first.spec and np.array_equal(again.windows, first.windows)
+
+    corpora.prepare_corpus(tiny_model, text, n_tokens=3000, window_len=16)
+    corpora.prepare_corpus(tiny_model, text, n_tokens=2000, window_len=32)
+    assert len(calls) == 3
+    text.write_text(text.read_text().replace("the", "a"))  # new content: new size
+    changed = corpora.prepare_corpus(tiny_model, text, n_tokens=3000, window_len=32)
+    assert len(calls) == 4 and changed.content_hash != first.content_hash
+
+
+def test_a_broken_cache_entry_is_tokenized_again(tiny_model, tmp_path, monkeypatch):
+    from latentpedia import corpus as corpora
+    from latentpedia.corpus import cache
+
+    monkeypatch.setenv("LATENTPEDIA_HOME", str(tmp_path / "home"))
+    text = tmp_path / "a.txt"
+    text.write_text(" ".join(d.text for d in pydoc_documents()[:5]))
+    first = corpora.prepare_corpus(tiny_model, text, n_tokens=500, window_len=32)
+    [entry] = cache.cache_dir().glob("*.npz")
+    entry.write_bytes(b"not an npz file")
+    again = corpora.prepare_corpus(tiny_model, text, n_tokens=500, window_len=32)
+    assert np.array_equal(again.windows, first.windows)
+    assert cache.load(entry.stem) is not None  # rewritten
+
+
+def test_the_default_corpus_from_the_cache_equals_a_fresh_read(tiny_model, tmp_path, monkeypatch):
+    from latentpedia.corpus import prepare_corpus
+    from latentpedia.corpus.default import default_documents, interleave
+    from latentpedia.corpus.windows import pack_windows
+
+    monkeypatch.setenv("LATENTPEDIA_HOME", str(tmp_path / "home"))
+    fresh = pack_windows(interleave(*default_documents()), lambda texts: tiny_model.tokenizer(texts, add_special_tokens=False)["input_ids"],
+                         bos_id=tiny_model.bos_id, sep_id=tiny_model.tokenizer.eos_token_id, window_len=64, max_tokens=5000)  # fmt: skip
+    for _ in range(2):  # tokenized, then read from the cache
+        got = prepare_corpus(tiny_model, n_tokens=5000, window_len=64)
+        assert np.array_equal(got.windows, fresh.windows) and got.composition == fresh.composition
+
+
+def test_stdlib_files_skip_tests_and_site_packages():
+    from latentpedia.corpus.default import stdlib_files
+
+    files = stdlib_files()
+    assert len(files) > 300 and files == sorted(files)
+    assert not any({"site-packages", "test", "tests", "__pycache__"} & set(p.parts) for p in files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from latentpedia.corpus import cache
 from latentpedia.corpus.default import DEFAULT_SEED, default_documents, interleave
 from latentpedia.corpus.readers import read_corpus
 from latentpedia.corpus.windows import TokenizedCorpus, check_window_budget, pack_windows
@@ -40,23 +41,33 @@ def prepare_corpus(
     text_field: str = "text",
 ) -> TokenizedCorpus:
     """Tokenize `corpus` ("default" or a path) into windows for `model`; InvalidInputError for a
-    budget or window length that makes no window, and for a corpus too short for one."""
+    budget or window length that makes no window, and for a corpus too short for one. The windows
+    are kept on disk and reused while nothing they depend on changes (corpus/cache.py)."""
     check_window_budget(window_len, n_tokens)
-    if str(corpus) == DEFAULT_CORPUS:
-        prose, code = default_documents(seed)
-        docs = interleave(prose, code)
+    default = str(corpus) == DEFAULT_CORPUS
+    if default:
         spec = {"name": DEFAULT_CORPUS, "seed": seed, "sources": ["pydoc_data.topics", "stdlib docstrings", "stdlib source"]}
     else:
-        docs = read_corpus(corpus, text_field=text_field)
         spec = {"name": Path(corpus).name, "path": str(Path(corpus).resolve()), "text_field": text_field}
-    result = pack_windows(
-        docs,
-        tokenizer_fn(model),
-        bos_id=model.bos_id,
-        sep_id=separator_id(model),
-        window_len=window_len,
-        max_tokens=n_tokens,
-        origin=None if str(corpus) == DEFAULT_CORPUS else corpus,
-    )
+    settings = {"bos_id": model.bos_id, "sep_id": separator_id(model), "window_len": window_len, "max_tokens": n_tokens}
+
+    def tokenize() -> TokenizedCorpus:
+        docs = interleave(*default_documents(seed)) if default else read_corpus(corpus, text_field=text_field)
+        origin = None if default else corpus
+        return pack_windows(docs, tokenizer_fn(model), window_len=window_len, max_tokens=n_tokens, origin=origin,
+                            bos_id=settings["bos_id"], sep_id=settings["sep_id"])  # fmt: skip
+
+    result = cache.cached(_cache_key(model, corpus, default, seed, text_field, settings), tokenize)
     result.spec = {**spec, "model": model.id, "window_len": window_len, "max_tokens": n_tokens}
     return result
+
+
+def _cache_key(model: LoadedModel, corpus: str | Path, default: bool, seed: int, text_field: str, settings: dict) -> str | None:
+    """The corpus cache key, or None (not cached) for a path that does not exist: reading it
+    then raises the error the user should see."""
+    if default:
+        return cache.corpus_key(DEFAULT_CORPUS, cache.default_corpus_files(), model.tokenizer, seed=seed, **settings)
+    if not Path(corpus).exists():
+        return None
+    path = str(Path(corpus).resolve())
+    return cache.corpus_key(path, cache.corpus_files(corpus), model.tokenizer, text_field=text_field, **settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import os
 import random
 import sysconfig
 from collections.abc import Iterator
@@ -40,7 +41,10 @@ def pydoc_documents() -> list[Document]:
 def stdlib_files() -> list[Path]:
     """The standard library's .py files, tests and vendored trees excluded, sorted."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = [p for p in root.rglob("*.py") if not _SKIP_PARTS.intersection(p.relative_to(root).parts)]
+    files = []
+    for folder, dirs, names in os.walk(root):  # skipped folders are never entered (site-packages is large)
+        dirs[:] = [d for d in dirs if d not in _SKIP_PARTS]
+        files += [Path(folder, name) for name in names if name.endswith(".py") and name not in _SKIP_PARTS]
     return sorted(files)
 
 
