@@ -12,7 +12,7 @@ from latentpedia.errors import LatentpediaError, UnknownHookError
 from latentpedia.models import load_model
 from latentpedia.sources import SAESource, SAEWeights
 from latentpedia.store import Store
-from latentpedia.train.evals import evaluate_sae
+from latentpedia.train.evals import evaluate_sae, evaluate_saes
 from latentpedia.train.run import TrainRequest, eval_sae, train_saes
 
 HOOK = "blocks.2.hook_resid_post"
@@ -58,6 +58,22 @@ def test_sparsity_metrics(tiny):
     assert metrics["l0"] == pytest.approx(D_MODEL, abs=1)  # every coordinate is + or -
     assert metrics["dead_fraction"] < 0.2 and metrics["dense_fraction"] > 0.8
     assert sum(metrics["density_histogram"]["counts"]) == round(2 * D_MODEL * (1 - metrics["dead_fraction"]))
+
+
+def random_sae(hook: str, d_sae: int, seed: int) -> SAESource:
+    g = torch.Generator().manual_seed(seed)
+    W_enc, W_dec = torch.randn(D_MODEL, d_sae, generator=g) / 4, torch.randn(d_sae, D_MODEL, generator=g) / 4
+    return SAESource(SAEWeights("relu", W_enc, torch.zeros(d_sae), W_dec, torch.zeros(D_MODEL)), hook)
+
+
+def test_several_saes_evaluated_together_get_each_its_own_figures(tiny):
+    """One clean pass for all, one zero-ablated pass per hook: the same figures as one by one."""
+    saes = [random_sae(HOOK, 96, 1), identity_sae(D_MODEL), random_sae("blocks.1.hook_resid_post", 48, 2), random_sae(HOOK, 32, 3)]
+    together = evaluate_saes(tiny, saes, windows(tiny))
+    alone = [evaluate_sae(tiny, sae, windows(tiny)) for sae in saes]
+    assert together == alone
+    assert together[1]["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-4) and together[0]["ce_loss_recovered"] < 0.99
+    assert together[0]["ce_loss_zero"] == together[3]["ce_loss_zero"] != together[2]["ce_loss_zero"]  # per hook
 
 
 def test_quality_is_merged_into_the_source_meta(store):

@@ -19,7 +19,7 @@ from latentpedia.models.hooks import hook_width
 from latentpedia.models.loader import LoadedModel, load_model
 from latentpedia.store.api import Store
 from latentpedia.train.config import TrainConfig
-from latentpedia.train.evals import evaluate_sae, summary_line
+from latentpedia.train.evals import evaluate_sae, evaluate_saes, summary_line
 from latentpedia.train.trainer import Trainer
 
 
@@ -83,21 +83,26 @@ def train_saes(store: Store, request: TrainRequest, *, log=print) -> list[dict[s
                          widths=request.widths, model_id=model.id, pairs=request.pairs, **request.train)
     log(f"training {len(config.sae_pairs)} {config.architecture} SAE(s) on {config.n_tokens:,} tokens from {activations}")
     results = Trainer(config, log=log).run()
-    windows = eval_windows(store, model, request.eval_tokens) if request.eval_tokens else None
     for result in results:
         log(f"  {result['name']}: {result['tokens_per_second']:,} tok/s -> {result['path']}")
-        result["quality"] = _evaluate(model, result["path"], windows, log) if windows is not None else {}
+    windows = eval_windows(store, model, request.eval_tokens) if request.eval_tokens and results else None
+    qualities = _evaluate(model, results, windows, log) if windows is not None else [{} for _ in results]
+    for result, quality in zip(results, qualities, strict=True):
+        result["quality"] = quality
     if request.import_to_atlas and results:
         _import(store, model, results, log)
     return results
 
 
-def _evaluate(model: LoadedModel, path: Path, windows: torch.Tensor, log) -> dict[str, Any]:
+def _evaluate(model: LoadedModel, results: list[dict[str, Any]], windows: torch.Tensor, log) -> list[dict[str, Any]]:
+    """Every trained SAE evaluated together (one clean pass for all: evals.evaluate_saes)."""
     from latentpedia.sources import load_sae
 
-    metrics = json_safe(evaluate_sae(model, load_sae(path), windows))
-    log(f"    eval over {metrics['tokens']:,} tokens: {summary_line(metrics)}")
-    return metrics
+    log(f"evaluating {len(results)} SAE(s) on {windows.shape[0] * (windows.shape[1] - 1):,} held-out tokens")
+    qualities = [json_safe(m) for m in evaluate_saes(model, [load_sae(r["path"]) for r in results], windows)]
+    for result, metrics in zip(results, qualities, strict=True):
+        log(f"    {result['name']}: {summary_line(metrics)}")
+    return qualities
 
 
 def _import(store: Store, model: LoadedModel, results: list[dict[str, Any]], log) -> None:
