@@ -103,37 +103,35 @@ def demo(
     saes: Annotated[bool, typer.Option("--saes/--no-saes", help="train the default SAEs on the cached activations")] = True,
     sae_tokens: Annotated[Optional[int], typer.Option(help="training tokens of the default SAEs", **COUNT)] = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="offline explanations and embedding scores for every latent")] = True,
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the atlas when it is built")] = True,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the atlas (a first slice at once, the rest arriving as jobs); --no-serve: build everything, then stop")] = True,
+    first_tokens: Annotated[Optional[int], typer.Option(help="tokens of the first slice served while the rest is built", **COUNT)] = None,
     host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to serve on", **PORT)] = 8000,
     db: DbOpt = "",
 ) -> None:
     """Build the default atlas (SmolLM2-135M neurons over the offline corpus, SAEs trained on its
-    residual stream) if missing, then serve it."""
+    residual stream) and serve it: a first slice within minutes, the rest arriving as jobs
+    (latentpedia/jobs/demo.py); a built atlas is served at once."""
     from latentpedia.dashboards import defaults
-    from latentpedia.dashboards.pipeline import BuildRequest
-    from latentpedia.dashboards.pipeline import build as run_build
-    from latentpedia.train import atlas as default_saes
+    from latentpedia.jobs import demo as staged
+    from latentpedia.jobs.kinds import DemoJob
 
-    request = BuildRequest(
-        model=defaults.MODEL, sources=defaults.default_sources(), n_tokens=tokens or defaults.N_TOKENS,
-        cache_hooks=list(defaults.SAE_HOOKS), cache_tokens=defaults.CACHE_TOKENS,
-    )
+    plan = DemoJob(stage="explain", tokens=tokens or defaults.N_TOKENS, sae_tokens=sae_tokens or defaults.SAE_TOKENS,
+                   saes=[list(p) for p in defaults.SAE_PAIRS] if saes else [], explain=explain)  # fmt: skip
     with clear_errors():
-        run_build(open_store(db), request, log=log)
-        if saes:
-            default_saes.train_default_saes(open_store(db), n_tokens=sae_tokens or default_saes.N_TOKENS, log=log)
-            from latentpedia.lab.matching import match_atlas
-            from latentpedia.models.loader import load_model
-
-            match_atlas(open_store(db), load_model(defaults.MODEL), log=log)  # families: widths, depth
-        if explain:
-            from latentpedia.interp.pipeline import explain_atlas
-
-            explain_atlas(open_store(db), defaults.MODEL, "offline", ("embedding",), log=log)
-        from latentpedia.store.game import ensure_default_campaign
-
-        ensure_default_campaign(open_store(db), defaults.MODEL)  # the game's first campaign (docs/game.md)
+        store = open_store(db)
+        missing = staged.missing_stages(store, plan)
+        if not missing:
+            log("the default atlas is already built")
+        elif not serve_after:
+            staged.build_all(store, plan, log=log)
+        else:
+            first = min(first_tokens or defaults.FIRST_TOKENS, plan.tokens)
+            if not staged.slice_done(store, plan):
+                staged.build_slice(store, plan, first, log=log)
+            queued = staged.queue_missing(store, plan)
+            log(f"serving the first slice while {len(queued)} stage(s) arrive as jobs {', '.join(f'#{i} {s}' for s, i in queued.items())} "
+                "(progress on / and /jobs)")  # fmt: skip
     info(db)
     if serve_after:
         serve(db=db, host=host, port=port)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from latentpedia.config import DEFAULT_MODEL_ID
+from latentpedia.dashboards import defaults
 from latentpedia.errors import InvalidInputError
 from latentpedia.interp.registry import EXPLAINERS, SCORERS
 
@@ -105,8 +106,40 @@ class ScoreJob(_Job):
         return f"{self.model}: {', '.join(self.sources) or 'every source'} ({', '.join(self.scorers)})"
 
 
-JobRequest = Annotated[Union[BuildJob, ImportSaeJob, TrainSaeJob, ExplainJob, ScoreJob], Field(discriminator="kind")]
-JOB_KINDS: dict[str, type[_Job]] = {cls.model_fields["kind"].default: cls for cls in (BuildJob, ImportSaeJob, TrainSaeJob, ExplainJob, ScoreJob)}
+DEMO_STAGES = ("neurons", "saes", "families", "explain")  # in build order (jobs/demo.py)
+
+
+class DemoJob(_Job):
+    """A stage of the default atlas (`latentpedia demo`, jobs/demo.py): what `demo` queues after
+    serving its first slice. A stage first runs every earlier stage the atlas still lacks."""
+
+    kind: Literal["demo"] = "demo"
+    stage: Literal[DEMO_STAGES] = Field("explain", description="neurons (full token budget), saes, families or explain")  # type: ignore[valid-type]
+    layers: list[Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=lambda: list(defaults.NEURON_LAYERS), min_length=1, max_length=64,
+                                                                 description="neuron layers")  # fmt: skip
+    saes: list[tuple[Name, Annotated[int, Field(ge=1, le=1_048_576)]]] = Field(
+        default_factory=lambda: [list(p) for p in defaults.SAE_PAIRS], max_length=16, description="(hook, width) SAEs to train; empty: none")
+    tokens: int = Field(defaults.N_TOKENS, ge=1, le=MAX_TOKENS, description="tokens of the neuron pass")
+    cache_tokens: int = Field(defaults.CACHE_TOKENS, ge=1, le=MAX_TOKENS, description="residual-stream tokens cached for SAE training")
+    sae_tokens: int = Field(defaults.SAE_TOKENS, ge=1, le=MAX_TOKENS, description="SAE training tokens")
+    explain: bool = Field(True, description="offline explanations + embedding scores for every latent")
+
+    def stages(self) -> list[str]:
+        """The stages this atlas has, in order (no SAEs: no saes or families; no explain)."""
+        skip = ({"saes", "families"} if not self.saes else set()) | ({"explain"} if not self.explain else set())
+        return [s for s in DEMO_STAGES if s not in skip]
+
+    def target(self) -> str:
+        return f"{self.model}: default atlas, {DEMO_STAGE_WORDS[self.stage]}"
+
+
+DEMO_STAGE_WORDS = {
+    "neurons": "neurons over the full corpus (replaces the first slice)", "saes": "SAEs trained, evaluated and built",
+    "families": "SAE families (matches across widths and depth)", "explain": "explanations and scores of every latent",
+}  # fmt: skip
+
+JobRequest = Annotated[Union[BuildJob, ImportSaeJob, TrainSaeJob, ExplainJob, ScoreJob, DemoJob], Field(discriminator="kind")]
+JOB_KINDS: dict[str, type[_Job]] = {cls.model_fields["kind"].default: cls for cls in (BuildJob, ImportSaeJob, TrainSaeJob, ExplainJob, ScoreJob, DemoJob)}
 _adapter: TypeAdapter[Any] = TypeAdapter(JobRequest)
 
 

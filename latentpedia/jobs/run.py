@@ -11,7 +11,7 @@ from pathlib import Path
 
 from latentpedia.config import DEFAULT_MODEL_ID, data_dir
 from latentpedia.errors import InvalidInputError
-from latentpedia.jobs.kinds import BuildJob, ExplainJob, ImportSaeJob, ScoreJob, TrainSaeJob
+from latentpedia.jobs.kinds import BuildJob, DemoJob, ExplainJob, ImportSaeJob, ScoreJob, TrainSaeJob
 from latentpedia.store.api import Store
 
 Log = Callable[[str], None]
@@ -113,6 +113,13 @@ def _missing(model: str, name: str):
     raise InvalidInputError(f"model {model!r} has no source {name!r}")
 
 
+def run_demo(store: Store, job: DemoJob, log: Log) -> str:
+    from latentpedia.jobs.demo import run_stage
+
+    return run_stage(store, job, log)
+
+
 RUNNERS: dict[str, Callable[[Store, object, Log], str]] = {
     "build": run_build, "import-sae": run_import, "train-sae": run_train, "explain": run_explain, "score": run_explain,
+    "demo": run_demo,
 }  # fmt: skip
