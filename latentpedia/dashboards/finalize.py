@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -9,13 +11,16 @@ from latentpedia.dashboards.accumulator import SourceAccumulator
 from latentpedia.store.records import ExampleBatch, LatentStats
 
 
-def row_histograms(values: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row equal-width histograms over [row min, row max]: (edges [r, bins+1], counts [r, bins])."""
-    lo, hi = values.min(1, keepdim=True).values, values.max(1, keepdim=True).values
+def row_histograms(values: torch.Tensor, bins: int, *, in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row equal-width histograms over [row min, row max]: (edges [r, bins+1], counts [r, bins]).
+    With `in_place` the caller hands `values` over (it is overwritten: no copy is made)."""
+    lo, hi = torch.aminmax(values, dim=1, keepdim=True)
     width = (hi - lo).clamp_min(1e-12)
-    index = ((values - lo) / width * bins).long().clamp_(0, bins - 1)
-    index += torch.arange(values.shape[0])[:, None] * bins
-    counts = torch.bincount(index.flatten(), minlength=values.shape[0] * bins).view(-1, bins)
+    scaled = values if in_place else values.clone()
+    scaled.sub_(lo).div_(width).mul_(bins)  # (values - lo) / width * bins, rounded alike
+    index = scaled.to(torch.int32).clamp_(0, bins - 1)
+    index += torch.arange(values.shape[0], dtype=torch.int32)[:, None] * bins
+    counts = torch.bincount(index.view(-1), minlength=values.shape[0] * bins).view(-1, bins)
     edges = lo + torch.linspace(0, 1, bins + 1)[None, :] * (hi - lo)
     return edges, counts
 
@@ -29,14 +34,17 @@ def logit_effects(
 ) -> list[dict]:
     """Tokens each direction promotes/suppresses: direction * final-norm scale @ W_U^T, per latent."""
     basis = "final_norm_scale*W_U" if norm_weight is not None else "W_U"
+    unembed_t = W_U.float().T
+    scale = None if norm_weight is None else norm_weight.float()
     out = []
     for a in range(0, directions.shape[0], block):
         dirs = directions[a : a + block].float()
-        if norm_weight is not None:
-            dirs = dirs * norm_weight.float()
-        logits = dirs @ W_U.float().T
-        pos, neg = torch.topk(logits, n, dim=1), torch.topk(-logits, n, dim=1)
-        edges, counts = row_histograms(logits, bins)
+        if scale is not None:
+            dirs = dirs * scale
+        logits = dirs @ unembed_t
+        pos = torch.topk(logits, n, dim=1)
+        neg = torch.topk(logits.neg_(), n, dim=1)  # the most negative logits, negated back below
+        edges, counts = row_histograms(logits.neg_(), bins, in_place=True)
         edge_rows = [[round(e, 5) for e in row] for row in edges.tolist()]
         for p, q, e, c in zip(_pairs(pos.indices, pos.values), _pairs(neg.indices, -neg.values), edge_rows, counts.tolist()):
             out.append({"pos": p, "neg": q, "hist": {"edges": e, "counts": c}, "basis": basis})
@@ -54,12 +62,10 @@ def latent_stats(acc: SourceAccumulator, logits: list[dict], aligned: list) -> t
     n = max(acc.n_tokens, 1)
     edges, counts = acc.hist.finalize(acc.maxima, cfg.hist_bins)
     corr_idx, corr_val, note = acc.corr.top(cfg.n_correlated)
-    hist = [
-        {"edges": [round(float(e), 5) for e in edges[i]], "counts": [int(c) for c in counts[i]]} for i in range(acc.d)
-    ]
+    hist = [{"edges": [round(e, 5) for e in row], "counts": row_counts} for row, row_counts in zip(edges.tolist(), counts.tolist())]
     correlated = [
-        [[int(j), round(float(v), 5)] for j, v in zip(corr_idx[i], corr_val[i]) if np.isfinite(float(v))]
-        for i in range(acc.d)
+        [[j, round(v, 5)] for j, v in zip(row_idx, row_val) if math.isfinite(v)]
+        for row_idx, row_val in zip(corr_idx.tolist(), corr_val.tolist())
     ]
     stats = LatentStats(
         max_act=acc.maxima.numpy().astype(np.float32),
