@@ -100,3 +100,23 @@ def test_demo_job_requests_are_checked():
                 {"kind": "demo", "saes": [["blocks.1.hook_resid_post", 0]]}, {"kind": "demo", "extra": 1}):  # fmt: skip
         with pytest.raises(InvalidInputError):
             parse_request(bad)
+
+
+def test_home_shows_the_stages_still_arriving(db_url):
+    from fastapi.testclient import TestClient
+
+    from latentpedia.web import create_app
+
+    with Store.open(db_url) as store:
+        stages = [DemoJob(stage=s) for s in ("neurons", "saes")]
+        ids = [store.enqueue_job("demo", job.target(), job.model_dump(mode="json")) for job in stages]
+        other = store.enqueue_job("build", "tiny: 1-mlp", {"kind": "build", "sources": ["1-mlp"]})
+    with TestClient(create_app(db_url, private=False)) as client:
+        home = client.get("/api/home").json()
+        assert [j["id"] for j in home["arriving"]] == ids and other in [j["id"] for j in home["jobs"]]
+        page = client.get("/").text
+        assert "Still arriving" in page and stages[1].target() in page and page.count(f'data-job-id="{ids[0]}"') == 1
+        with Store.open(db_url) as store:
+            for job_id in ids:
+                store.cancel_job(job_id)
+        assert client.get("/api/home").json()["arriving"] == [] and "Still arriving" not in client.get("/").text

@@ -118,7 +118,7 @@ class DemoJob(_Job):
     layers: list[Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=lambda: list(defaults.NEURON_LAYERS), min_length=1, max_length=64,
                                                                  description="neuron layers")  # fmt: skip
     saes: list[tuple[Name, Annotated[int, Field(ge=1, le=1_048_576)]]] = Field(
-        default_factory=lambda: [list(p) for p in defaults.SAE_PAIRS], max_length=16, description="(hook, width) SAEs to train; empty: none")
+        default_factory=lambda: list(defaults.SAE_PAIRS), max_length=16, description="(hook, width) SAEs to train; empty: none")
     tokens: int = Field(defaults.N_TOKENS, ge=1, le=MAX_TOKENS, description="tokens of the neuron pass")
     cache_tokens: int = Field(defaults.CACHE_TOKENS, ge=1, le=MAX_TOKENS, description="residual-stream tokens cached for SAE training")
     sae_tokens: int = Field(defaults.SAE_TOKENS, ge=1, le=MAX_TOKENS, description="SAE training tokens")

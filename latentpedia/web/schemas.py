@@ -73,6 +73,7 @@ class HomePage(BaseModel):
     models: list[ModelInfo]
     sources: list[SourceInfo]
     jobs: list[JobInfo]
+    arriving: list[JobInfo] = Field(default_factory=list, description="the default atlas's stages still queued or running (`latentpedia demo`), oldest first")
     random_explained_url: str | None = Field(default=None, description="redirects to a random explained latent (None: nothing explained yet)")
     recent_explanations: list[RecentExplanation] = Field(default_factory=list, description="recently voted, then newest explanations")
 

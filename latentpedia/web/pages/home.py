@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from latentpedia.store.api import Store
-from latentpedia.store.jobs import job_state
+from latentpedia.store.jobs import FINISHED, job_state
 from latentpedia.store.records import JobRecord
 from latentpedia.store import families
 from latentpedia.web.family_schemas import RecentExplanation
@@ -22,8 +22,14 @@ def home_page_data(store: Store) -> HomePage:
     ]
     jobs = [job_info(j) for j in store.list_jobs(limit=RECENT_JOBS)]
     recent = recent_explanation_rows(store)
-    return HomePage(models=models, sources=[source_info(s) for s in store.list_sources()], jobs=jobs,
+    return HomePage(models=models, sources=[source_info(s) for s in store.list_sources()], jobs=jobs, arriving=arriving_jobs(store),
                     random_explained_url="/random?explained=1" if recent else None, recent_explanations=recent)  # fmt: skip
+
+
+def arriving_jobs(store: Store) -> list[JobInfo]:
+    """The default atlas's stages still queued or running (`latentpedia demo`, jobs/demo.py), oldest first."""
+    queued = [q for q in store.list_queued_jobs(limit=50) if q.job.kind == "demo" and q.job.status not in FINISHED]
+    return [job_info(q.job) for q in reversed(queued)]
 
 
 def recent_explanation_rows(store: Store) -> list[RecentExplanation]:
