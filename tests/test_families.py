@@ -227,7 +227,7 @@ def test_universality_report_counts_latents_above_thresholds_and_finds_the_split
     store = Store.open(atlas.url)
     try:
         rows = {(r.source, r.other, r.method): r for r in agreement(store, atlas.model_id, COARSE, FINE)}
-        examples = example_families(store, atlas.model_id, COARSE, FINE, n=3, min_match=0.3)
+        examples, with_family = example_families(store, atlas.model_id, COARSE, FINE, n=3, min_match=0.3)
         with pytest.raises(InvalidInputError, match="not matched"):
             agreement(store, atlas.model_id, FINE, DEEP)
     finally:
@@ -237,7 +237,8 @@ def test_universality_report_counts_latents_above_thresholds_and_finds_the_split
         assert rows[key].fractions == {0.3: 1.0, 0.5: 1.0, 0.7: 1.0, 0.9: 0.0}
     corr = rows[(FINE, COARSE, "act_corr")]
     assert 0 < corr.n <= 2 * N_COARSE and 0 <= corr.fractions[0.9] <= corr.fractions[0.3] <= 1
-    assert len(examples) == 3 and all(e.method == "act_corr" for e in examples)
+    assert 3 <= with_family <= N_COARSE and len(examples) == 3 and all(e.method == "act_corr" for e in examples)
+    assert len({e.index for e in examples}) == 3
     for e in examples:
         assert e.matches and {index for _, index, _, _ in e.matches} <= {2 * e.index, 2 * e.index + 1}
         assert all(source == FINE and value >= 0.3 for source, _, value, _ in e.matches)

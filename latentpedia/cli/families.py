@@ -110,9 +110,11 @@ def _report(store, model_id: str, pairs, examples: int) -> None:
             table.add_row(f"{row.source} -> {row.other}", row.method, f"{row.n:,}", "n/a" if row.median is None else f"{row.median:.3f}",
                           *(f"{row.fractions[t]:.1%}" for t in THRESHOLDS))  # fmt: skip
     console.print(table)
-    for a, b in pairs if examples else ():
-        console.print(f"[bold]families {escape(a)} -> {escape(b)}[/] (matches that match back)")
-        for fam in example_families(store, model_id, a, b, n=examples):
+    for a, b in pairs:
+        drawn, n_with_family = example_families(store, model_id, a, b, n=examples)
+        console.print(f"[bold]families {escape(a)} -> {escape(b)}[/]: {n_with_family:,} latents of {escape(a)} have latents of "
+                      f"{escape(b)} matching back at >= 0.5; {len(drawn)} drawn at random")  # fmt: skip
+        for fam in drawn:
             console.print(f"  {escape(fam.source)}/{fam.index}: {escape(_said(fam.explanation))}")
             for source, index, value, said in fam.matches:
                 console.print(f"    {fam.method} {value:.2f}  {escape(source)}/{index}: {escape(_said(said))}")

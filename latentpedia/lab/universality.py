@@ -1,15 +1,15 @@
 """The universality report of two matched sources, read from their stored matches (store/families.py).
 
     rows = agreement(store, model_id, "14-res-topk-2304", "14-res-topk-4.5k")   # both ways, both methods
-    fams = example_families(store, model_id, "14-res-topk-2304", "14-res-topk-4.5k", n=5)
+    fams, n_with_family = example_families(store, model_id, "14-res-topk-2304", "14-res-topk-4.5k", n=5)
 
 `agreement` answers "how many latents of A have a counterpart in B": for each direction and
 method (decoder cosine, activation correlation) the median best match and the fraction of
 latents whose best match reaches each threshold. Activation correlation counts only latents that
 fired over the matched tokens (a latent that never varied has correlation 0 with everything);
-decoder cosine counts every latent. `example_families` picks latents of A whose best matches in
+decoder cosine counts every latent. `example_families` draws latents of A whose best matches in
 B match back to them (a coarse latent and the finer latents it splits into, or a latent and
-where it continues at a deeper layer), strongest first, each with its best explanation.
+where it continues at a deeper layer), each with its best explanation.
 """
 
 from __future__ import annotations
@@ -80,10 +80,13 @@ def _best_of(rows: dict[int, tuple[list[int], list[float]]], index: int) -> int 
     return indices[0] if indices else None
 
 
-def example_families(store, model_id: str, a: str, b: str, *, n: int = 5, min_match: float = 0.5) -> list[FamilyExample]:
-    """Up to `n` latents of A with the matches in B whose own best match is that latent (and at
-    least `min_match`), by the preferred stored method; those with the most such matches, then
-    the strongest, first; explanations attached."""
+def example_families(store, model_id: str, a: str, b: str, *, n: int = 5, min_match: float = 0.5, max_matches: int = 4,
+                     seed: int = 0) -> tuple[list[FamilyExample], int]:  # fmt: skip
+    """(`n` latents of A drawn at random (seeded) among those with a family in B, how many have
+    one): a latent's family is its matches in B of at least `min_match` whose own best match is
+    that latent (up to `max_matches`, best first), by the preferred stored method; explanations
+    attached. Drawn, not the strongest: the strongest are often latents that fire on a handful
+    of the matched tokens, where a correlation near 1 says little."""
     ra, rb = source_record(store, model_id, a), source_record(store, model_id, b)
     for method in PREFERRED:
         down, up = families.pair_rows(store, ra.id, rb.id, method), families.pair_rows(store, rb.id, ra.id, method)
@@ -91,15 +94,16 @@ def example_families(store, model_id: str, a: str, b: str, *, n: int = 5, min_ma
             break
     else:
         raise InvalidInputError(f"{a} and {b} are not matched both ways yet: run `latentpedia match {a} {b}`")
-    picked = []
-    for i, (indices, values) in down.items():
+    found = []
+    for i, (indices, values) in sorted(down.items()):
         back = [(j, v) for j, v in zip(indices, values, strict=True) if v >= min_match and _best_of(up, j) == i]
         if back:
-            picked.append((i, back))
-    picked.sort(key=lambda p: (-len(p[1]), -p[1][0][1], p[0]))
-    picked = picked[:n]
+            found.append((i, back[:max_matches]))
+    rng = np.random.default_rng(seed)
+    picked = [found[k] for k in sorted(rng.choice(len(found), size=min(n, len(found)), replace=False))] if found else []
     explained = families.best_explanations(store, {ra.id: {i for i, _ in picked}, rb.id: {j for _, back in picked for j, _ in back}})
-    return [
+    examples = [
         FamilyExample(ra.name, i, explained.get((ra.id, i)), method, [(rb.name, j, v, explained.get((rb.id, j))) for j, v in back])
         for i, back in picked
     ]
+    return examples, len(found)
