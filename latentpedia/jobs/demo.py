@@ -68,25 +68,28 @@ def neurons_done(store: Store, plan: DemoJob) -> bool:
     return all(ready[name].corpus_id in full for name in _neuron_names(plan))
 
 
-def _sae_names(plan: DemoJob) -> list[str]:
-    from latentpedia.train.export import sae_name
-
-    return [sae_name(hook, defaults.SAE_ARCHITECTURE, width) for hook, width in plan.saes]
+def _sae_records(store: Store, plan: DemoJob) -> list | None:
+    """The plan's SAE sources (by hook and width, so that no torch is imported to name them);
+    None while one is not built."""
+    ready = [s for s in _ready(store, plan).values() if s.kind != "mlp"]
+    found = [next((s for s in ready if s.hook_name == hook and s.d_sae == width), None) for hook, width in plan.saes]
+    return None if None in found else found
 
 
 def saes_done(store: Store, plan: DemoJob) -> bool:
-    ready = _ready(store, plan)
-    return all(name in ready for name in _sae_names(plan))
+    return _sae_records(store, plan) is not None
 
 
 def families_done(store: Store, plan: DemoJob) -> bool:
-    """Every pair `match_atlas` would match has its activation correlations stored."""
-    from latentpedia.lab.matching import default_pairs
+    """Every SAE has its activation-correlation matches (`match_atlas` writes a pair both ways,
+    and every default SAE is in one of its pairs)."""
     from latentpedia.store import families
 
-    records = store.list_sources(model_id(plan.model))
-    ids = {r.name: r.id for r in records}
-    return saes_done(store, plan) and all(families.has_pair(store, ids[a], ids[b], "act_corr") for a, b in default_pairs(records))
+    records = _sae_records(store, plan)
+    if records is None:
+        return False
+    matched = {p.source_id for p in families.list_pairs(store) if p.method == "act_corr"}
+    return len(records) < 2 or all(r.id in matched for r in records)
 
 
 def explain_done(store: Store, plan: DemoJob) -> bool:
