@@ -85,6 +85,18 @@ def decode_positions(blob: bytes) -> np.ndarray:
     return np.flatnonzero(bits).astype(np.uint16)
 
 
+_BITS = tuple(tuple(i for i in range(8) if byte >> i & 1) for byte in range(256))
+
+
+def position_list(blob: bytes) -> list[int]:
+    """`decode_positions` as a list of ints, without numpy for bitmaps (a page reads 32 of them)."""
+    if len(blob) % 2 == 0:
+        return np.frombuffer(blob, dtype=POSITION_DTYPE).tolist()
+    if blob[0] != POSITIONS_BITMAP:
+        raise ValueError(f"unknown positions encoding {blob[0]}")
+    return [base + bit for base, byte in zip(range(0, 8 * len(blob), 8), blob[1:]) for bit in _BITS[byte]]
+
+
 def _plain(obj: Any) -> Any:
     """`json.dumps` fallback for numpy values."""
     if isinstance(obj, np.ndarray):

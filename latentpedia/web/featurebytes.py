@@ -43,7 +43,7 @@ def activations_json(inputs: FeatureInputs) -> bytes:
 def _activation_json(example: StoredExample, window: WindowTokens, ref: bytes, texts: tuple[bytes, ...], max_act: float | None) -> bytes:
     n = len(window.token_ids)
     row = [texts[0]] * n
-    for position, code in zip(example.positions.tolist(), example.values.view(np.uint16).tolist(), strict=True):
+    for position, code in zip(example.positions, example.values.view(np.uint16).tolist(), strict=True):
         if position < n:
             row[position] = texts[code]
     kind = KIND_NAMES.get(example.kind, "top")

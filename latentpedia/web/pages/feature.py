@@ -126,7 +126,7 @@ def _dense_values(examples: list[StoredExample], lengths: list[int]) -> list[lis
     out = []
     for example, n in zip(examples, lengths, strict=True):
         row = [0.0] * n
-        for position, value in zip(example.positions.tolist(), example.values.astype(np.float32).tolist(), strict=True):
+        for position, value in zip(example.positions, example.values.astype(np.float32).tolist(), strict=True):
             if position < n:
                 row[position] = value
         out.append(row)

@@ -110,14 +110,14 @@ class SourceEntry:
 
 
 class StoredExample(NamedTuple):  # a tuple: 32 per page, built fast
-    """One examples row; `positions` (uint16) and `values` (float16) are views of its blobs."""
+    """One examples row: its `positions` decoded, its `values` (float16) a view of their blob."""
 
     kind: int
     group: int
     window: int
     max_value: float | None
     max_pos: int
-    positions: np.ndarray
+    positions: list[int]
     values: np.ndarray
 
 
@@ -214,4 +214,4 @@ class FeatureReader:
 def _stored_example(row: Any) -> StoredExample:
     kind, group, window, max_value, max_pos, positions, values = row
     return StoredExample(kind, group, window, max_value, max_pos,
-                         codec.decode_positions(positions), np.frombuffer(values, dtype=codec.VALUE_DTYPE))  # fmt: skip
+                         codec.position_list(positions), np.frombuffer(values, dtype=codec.VALUE_DTYPE))  # fmt: skip
