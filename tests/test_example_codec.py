@@ -88,3 +88,37 @@ def test_store_round_trip_with_both_forms(store) -> None:
             a, b = offsets[j], offsets[j + 1]
             assert example["positions"] == rows[j]
             assert example["values"] == values[a:b].astype(np.float32).tolist()  # float16 exactly as written
+
+
+def test_position_list_is_decode_positions() -> None:
+    rows = _random_rows(np.random.default_rng(9), 300, 128)
+    for blob in codec.split_positions(*_csr(rows)):
+        assert codec.position_list(blob) == codec.decode_positions(blob).tolist()
+
+
+def test_examples_survive_the_partitioning_migration(db_url: str) -> None:
+    """Rows written before migration 0011 (which partitions `examples` on PostgreSQL, and leaves
+    SQLite as it is) read back unchanged after it, old uint16 positions included."""
+    import sqlalchemy as sa
+
+    from latentpedia.store.api import Store
+    from latentpedia.store.migrate import schema_diff, upgrade
+
+    upgrade(db_url, "0010")
+    engine = sa.create_engine(db_url)
+    rows = [{"s": s, "l": latent, "p": codec.encode_array([1, 5, 9], codec.POSITION_DTYPE), "v": codec.encode_array([0.5, 1.0, 2.0], codec.VALUE_DTYPE)}
+            for s in (1, 2, 3) for latent in range(4)]  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text('INSERT INTO examples (source_id, latent, kind, "group", rank, "window", max_value, max_pos, positions, "values") '
+                             "VALUES (:s, :l, 0, -1, 0, 7, 2.0, 9, :p, :v)"), rows)  # fmt: skip
+    engine.dispose()
+    with Store.open(db_url) as store:  # migrates to the head
+        assert schema_diff(store.engine) == []
+        for s in (1, 2, 3):
+            got = store.get_examples(s, 3)
+            assert [(e["positions"], e["values"]) for e in got] == [([1, 5, 9], [0.5, 1.0, 2.0])]
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM examples")).scalar() == 12
+            if conn.dialect.name == "postgresql":
+                kind = conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass('examples')")).scalar()
+                assert kind == "p"

@@ -33,6 +33,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SOURCE_PENDING = "pending"
 SOURCE_READY = "ready"
+# PostgreSQL: `examples` is partitioned by HASH(source_id) into this many tables, examples_p0...
+# (migration 0011, docs/scaling.md); the migration check leaves the partitions out
+EXAMPLE_PARTITIONS = 16
+UNMANAGED_NAMES = frozenset(f"examples_p{i}" for i in range(EXAMPLE_PARTITIONS))
 
 
 def utcnow() -> datetime:
