@@ -80,6 +80,16 @@ def fill(url: str, n_latents: int, k: int) -> None:
     store.close()
 
 
+def _filled(url: str, db: Path) -> bool:
+    if url.startswith("sqlite"):
+        return db.exists()
+    store = Store.open(url)
+    try:
+        return store.get_source(MODEL, SOURCE) is not None
+    finally:
+        store.close()
+
+
 def in_process(url: str, n_latents: int, n_requests: int) -> dict[str, float]:
     """Median and 90th-percentile wall ms and median CPU ms (this process's, less disturbed by
     other load) of one `FeatureJson.body` call: misses, then hits."""
@@ -137,14 +147,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the feature route")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "latentpedia-p4")
     parser.add_argument("--in-process", type=int, default=0, metavar="N", help="time N calls in this process instead of serving")
+    parser.add_argument("--port", type=int, default=8731, help="the server's port (the static baseline takes the next one)")
+    parser.add_argument("--db", help="a store URL (e.g. postgresql://...) instead of the SQLite file in --workdir; filled if it has no synthetic source")
     args = parser.parse_args()
     for tool in () if args.in_process else ("wrk", "busybox"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install wrk busybox")
     args.workdir.mkdir(parents=True, exist_ok=True)
     db = args.workdir / f"atlas-{args.latents}-{args.examples}.db"
-    url = f"sqlite:///{db.resolve()}"
-    if not db.exists():
+    url = args.db or f"sqlite:///{db.resolve()}"
+    if not _filled(url, db):
         started = time.perf_counter()
         fill(url, args.latents, args.examples)
         print(f"filled {args.latents:,} latents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -152,8 +164,8 @@ def main() -> None:
         print(json.dumps({"latents": args.latents, "examples": args.examples, "requests": args.in_process,
                           **in_process(url, args.latents, args.in_process)}))  # fmt: skip
         return
-    api = f"http://127.0.0.1:8731/api/feature/{MODEL}/{SOURCE}/"
-    server = subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "serve", "--db", url, "--port", "8731", "--workers", str(args.workers)],
+    api = f"http://127.0.0.1:{args.port}/api/feature/{MODEL}/{SOURCE}/"
+    server = subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "serve", "--db", url, "--port", str(args.port), "--workers", str(args.workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     static_dir = args.workdir / "static"
     try:
@@ -170,10 +182,10 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    static = subprocess.Popen(["busybox", "httpd", "-f", "-p", "127.0.0.1:8732", "-h", str(static_dir)])
+    static = subprocess.Popen(["busybox", "httpd", "-f", "-p", f"127.0.0.1:{args.port + 1}", "-h", str(static_dir)])
     try:
-        _wait("http://127.0.0.1:8732/f/0")
-        baseline = wrk("http://127.0.0.1:8732/", args.seconds, _lua(args.workdir, "/f/", 1000))
+        _wait(f"http://127.0.0.1:{args.port + 1}/f/0")
+        baseline = wrk(f"http://127.0.0.1:{args.port + 1}/", args.seconds, _lua(args.workdir, "/f/", 1000))
     finally:
         static.terminate()
         static.wait()
