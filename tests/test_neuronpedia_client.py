@@ -99,7 +99,7 @@ def _serve(atlas: SeededAtlas) -> Iterator[Server]:
 
 def test_feature_get(server):
     feature = FeatureRequest().get(server.model, server.source, server.index)
-    assert (feature.modelId, feature.source, int(feature.index)) == (server.model, server.source, server.index)
+    assert (feature.modelId, feature.source, feature.index) == (server.model, server.source, str(server.index))
     assert 0 < feature.density <= 1
     assert [e.text for e in feature.explanations] == [EXPLANATION]
     assert feature.explanations[0].method == "offline" and feature.explanations[0].explainer_model == "offline-v1"
@@ -108,7 +108,8 @@ def test_feature_get(server):
     quantiles = [a for a in feature.activations if a.quantileMin is not None]
     assert quantiles and all(0 <= a.quantileMin < a.quantileMax for a in quantiles)
     raw = json.loads(SAEFeatureRequest().get(server.model, server.source, str(server.index)).jsonData)
-    assert int(raw["index"]) == server.index and raw["layer"] == server.source  # a number here (docs/neuronpedia.md)
+    assert raw["index"] == str(server.index) and raw["layer"] == server.source  # a string, as Neuronpedia's
+    assert all(e["index"] == str(server.index) for e in raw["explanations"]) and raw["explanations"]
     for row in raw["activations"]:
         assert row["index"] == str(server.index) and row["source"] == server.source
         assert {"modelId", "layer", "index", "binMin", "binMax", "binContains", "maxValueTokenIndex"} <= row.keys()

@@ -134,7 +134,7 @@ def test_feature_json_matches_the_store(client, atlas, store):
     for index in (0, 7, 127):
         page = client.get(f"/api/feature/{atlas.model}/{source.name}/{index}").json()
         latent = store.get_latent(source.id, index)
-        assert page["modelId"] == atlas.model and page["layer"] == source.name and page["index"] == index
+        assert page["modelId"] == atlas.model and page["layer"] == source.name and page["index"] == str(index)
         assert page["frac_nonzero"] == pytest.approx(latent["frac_nonzero"])
         assert page["pos_str"] == [text(t) for t, _ in latent["logits"]["pos"]]
         assert page["neg_values"] == pytest.approx([v for _, v in latent["logits"]["neg"]])

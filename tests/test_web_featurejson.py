@@ -193,7 +193,7 @@ def test_serve_with_two_workers(tmp_path_factory):
         base = f"http://127.0.0.1:{port}"
         assert wait_until_up(f"{base}/api/home", proc).json()["models"][0]["id"] == atlas.model
         for index in range(4):
-            assert httpx.get(f"{base}/api/feature/{atlas.model}/{atlas.sources[0]}/{index}").json()["index"] == index
+            assert httpx.get(f"{base}/api/feature/{atlas.model}/{atlas.sources[0]}/{index}").json()["index"] == str(index)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -83,7 +83,7 @@ def test_search_all_top_result_is_the_latents_activation(client, atlas, model):
     assert data["sources"] == list(atlas.sources) and data["token_ids"] == ids
     best = max(float(a[1:].max()) for a in acts.values())
     top = data["result"][0]
-    column = acts[hooks[atlas.sources.index(top["layer"])]][:, top["index"]]
+    column = acts[hooks[atlas.sources.index(top["layer"])]][:, int(top["index"])]  # a string, as in Neuronpedia
     assert top["value"] == pytest.approx(best, abs=1e-5)
     assert top["maxValue"] == pytest.approx(float(column[top["maxValueIndex"]]), abs=1e-5)
     assert top["values"] == pytest.approx(column.tolist(), abs=1e-5)

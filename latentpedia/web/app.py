@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from latentpedia.interp.registry import EXPLAINERS, SCORERS
 from latentpedia.store.api import Store
 from latentpedia.web.featurejson import FeatureJsonFastPath
 from latentpedia.engine.worker import LiveConfig, LiveModels, store_model_loader
+from latentpedia.web.errors import error_response
 from latentpedia.web.live import add_live_error_handlers
 from latentpedia.web.pages import NotFoundError
 from latentpedia.web.render import STATIC_DIR, make_templates
@@ -74,8 +75,8 @@ def _wants_html(request: Request) -> bool:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    """404: a JSON `{"detail": ...}`, or an HTML page for browsers on HTML routes."""
+    """404: JSON `{"error", "detail"}` (web/errors.py), or an HTML page for browsers on HTML routes."""
     if _wants_html(request):
         templates = request.app.state.templates
         return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=404)
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return error_response(str(exc), 404)

@@ -35,13 +35,14 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, APIKeyHeader
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from latentpedia import security
 from latentpedia.store.accounts import UserRecord
 from latentpedia.web.badinput import install_bad_input_handling, problem_response
+from latentpedia.web.errors import error_response
 
 LOGIN: dict[str, Any] = {"openapi_extra": {"x-latentpedia-login": True}}  # the only anonymous writes
 SESSION_COOKIE = "latentpedia_session"
@@ -166,13 +167,13 @@ class PrivateAtlas:
 
 
 def _refusal(request: Request, detail: str) -> Response:
-    """401: JSON `{"detail"}`, or for browsers a short page linking to the login form."""
+    """401: JSON `{"error", "detail"}` (web/errors.py), or for browsers a short page linking to the login form."""
     path = request.url.path
     if "text/html" in request.headers.get("accept", "") and not path.startswith("/api/"):
         login = "/login?" + urlencode({"next": path})
         body = f'<!doctype html><title>log in</title><p>{escape(detail)} <a href="{escape(login)}">Log in</a></p>'
         return HTMLResponse(body, 401)
-    return JSONResponse({"detail": detail}, 401)
+    return error_response(detail, 401)
 
 
 def safe_viewer(request: Request) -> Viewer:
@@ -237,5 +238,5 @@ def _framable(headers) -> bool:
 
 
 async def _community_error(request: Request, exc: Exception) -> Response:
-    """A refused community request: JSON `{"detail"}` with the error's status, or an error page."""
+    """A refused community request: JSON `{"error", "detail"}` with the error's status, or an error page."""
     return problem_response(request, str(exc), getattr(exc, "status", 400))

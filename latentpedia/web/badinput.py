@@ -3,14 +3,16 @@
 - Text no database can store (a NUL character, a lone surrogate) is refused by the store, on
   every backend, with `store.textcheck.InvalidTextError`, wherever it comes from: a path, a
   query, a JSON body, a form. `UnstorableText` (ASGI middleware, outside every route and the
-  feature-JSON fast path) answers it with 422 `{"detail": ...}` (an error page for browsers),
+  feature-JSON fast path) answers it with 422 (an error page for browsers),
   unless the response had already started.
 - A JSON body must be valid Unicode: a lone surrogate (a `\\ud800` escape without its pair),
   which no database, tokenizer or response can encode, is refused by `UnicodeJson` (ASGI
   middleware) with 422 naming the field, before any route sees the body.
-- A request the schema refuses is 422 with FastAPI's usual `{"detail": [errors]}`, except that
+- A request the schema refuses is 422 with FastAPI's usual `detail` list of errors, except that
   echoed input that is not valid Unicode is shown with backslash escapes instead of failing
   to encode; the same for the `detail` of any HTTPException.
+
+Every JSON error body here is `web.errors.error_body`: `{"error": one line, "detail": ...}`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from typing import Any
 import math
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentpedia.store.textcheck import InvalidTextError
+from latentpedia.web.errors import error_response
 
 
 def printable(value: Any) -> Any:
@@ -51,23 +54,26 @@ def printable(value: Any) -> Any:
 
 
 def problem_response(request: Request, message: str, status: int) -> Response:
-    """A refusal: JSON `{"detail": message}`, or for browsers on HTML routes an error page."""
+    """A refusal: JSON `error_body(message)`, or for browsers on HTML routes an error page."""
     if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/"):
         templates = request.app.state.templates
         return templates.TemplateResponse(request, "problem.html", {"message": message, "status": status}, status_code=status)
-    return JSONResponse({"detail": message}, status_code=status)
+    return error_response(message, status)
 
 
 async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 for a refused request, with echoed input made printable."""
+    """FastAPI's 422 for a refused request (`detail` the list of errors, `error` them in one
+    line), with echoed input made printable."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else [str(exc)]
-    return JSONResponse({"detail": printable(jsonable_encoder(errors))}, status_code=422)
+    return error_response(printable(jsonable_encoder(errors)), 422)
 
 
-async def printable_http_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's answer to an HTTPException, with a `detail` that can be encoded."""
-    exc.detail = printable(exc.detail)  # type: ignore[attr-defined]
-    return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+async def printable_http_error(_request: Request, exc: Exception) -> Response:
+    """An HTTPException's status, headers and `detail` (made encodable) as an error body."""
+    status, headers = exc.status_code, getattr(exc, "headers", None)  # type: ignore[attr-defined]
+    if not is_body_allowed_for_status_code(status):
+        return Response(status_code=status, headers=headers)
+    return error_response(printable(exc.detail), status, headers)  # type: ignore[attr-defined]
 
 
 def invalid_unicode_field(body: bytes) -> str | None:
@@ -119,7 +125,7 @@ class UnicodeJson:
         where = invalid_unicode_field(body)
         if where is not None:
             detail = f"{where}: the text contains an unpaired surrogate, which is not valid Unicode"
-            await JSONResponse({"detail": detail}, status_code=422)(scope, receive, send)
+            await error_response(detail, 422)(scope, receive, send)
             return
 
         async def replay() -> Message:

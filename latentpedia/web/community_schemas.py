@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from latentpedia.interp.registry import EXPLAINERS, SCORERS
 from latentpedia.store.community import LIMITS
+from latentpedia.web.np_schemas import NPIndex
 
 AUTOMATIC_METHODS = [v.method for e in EXPLAINERS.values() for v in e.all_stored()]
 
@@ -54,7 +55,7 @@ class ExplanationOut(BaseModel):
     id: int
     modelId: str
     layer: str
-    index: int
+    index: NPIndex = Field(description="the latent's index, a decimal string as in Neuronpedia")
     text: str
     description: str = Field(description="the same as text (Neuronpedia's name)")
     method: str = Field(description=f"human, or the automatic method: {' | '.join(AUTOMATIC_METHODS)}")
@@ -76,7 +77,7 @@ class CommentOut(BaseModel):
     id: int
     modelId: str
     layer: str
-    index: int
+    index: NPIndex = Field(description="the latent's index, a decimal string as in Neuronpedia")
     username: str
     author_url: str
     text: str

@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, exists, select
 from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
 from latentpedia.store.community_schema import Comment, Explanation
+from latentpedia.web.errors import error_body
 from latentpedia.web.featurebytes import activations_json
 from latentpedia.web.pages.common import NotFoundError
 from latentpedia.web.pages.community import comments_for, explanations_for
@@ -137,7 +138,7 @@ class FeatureJsonFastPath:
             body = feature_json(state).body(state.store, token_text_for(state.store, state.token_text, model), model, source, index)
             status = 200
         except NotFoundError as err:
-            body, status = json.dumps({"detail": str(err)}).encode(), 404
+            body, status = json.dumps(error_body(str(err))).encode(), 404
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

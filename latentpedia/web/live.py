@@ -21,14 +21,16 @@ LiveDep = Annotated[LiveModels, Depends(get_live)]
 
 
 def add_live_error_handlers(app: Any) -> None:
-    """Answer LiveBusyError with 503 and LiveTimeoutError with 504, both with Retry-After (JSON `detail`)."""
+    """Answer LiveBusyError with 503 and LiveTimeoutError with 504, both with Retry-After (web.errors' body)."""
     from fastapi.responses import JSONResponse
 
+    from latentpedia.web.errors import error_response
+
     async def busy(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        return error_response(str(exc), 503, {"Retry-After": "1"})
 
     async def too_slow(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=504, headers={"Retry-After": "5"})
+        return error_response(str(exc), 504, {"Retry-After": "5"})
 
     app.add_exception_handler(LiveBusyError, busy)
     app.add_exception_handler(LiveTimeoutError, too_slow)

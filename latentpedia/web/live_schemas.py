@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
+from latentpedia.web.np_schemas import NPIndex
+
 MAX_RESULTS = 200
 MAX_K = 50
 MAX_TEXTS = 8  # texts per batch request (Neuronpedia's client sends lists)
@@ -34,7 +36,7 @@ class ActivationRequest(BaseModel):
 class ActivationResult(BaseModel):
     modelId: str
     layer: str
-    index: int
+    index: NPIndex = Field(description="the latent's index, a decimal string as in Neuronpedia's activation rows")
     tokens: list[str] = Field(description="display text of each token; tokens[0] is the BOS-like token we prepend")
     token_ids: list[int]
     values: list[float] = Field(description="the latent's activation at each token")
@@ -81,7 +83,7 @@ class SearchHit(BaseModel):
     modelId: str
     layer: str = Field(description="the source id")
     source: str = Field(description="the same as layer")
-    index: int
+    index: NPIndex = Field(description="the latent's index, a decimal string as in Neuronpedia's search results")
     value: float = Field(description="the score the ranking used: max activation over the sorted positions")
     maxValue: float
     maxValueIndex: int

@@ -1,26 +1,24 @@
 """Request and response bodies of the Neuronpedia-compatible routes (web/routers/neuronpedia_compat.py).
 
 Field names and types are Neuronpedia's (its webapp API and the official `neuronpedia` Python
-client): `index` is a string where Neuronpedia sends one, `layer` is the source id, errors the
-client reads are `{"error": ...}`. docs/neuronpedia.md maps every call and lists the differences.
+client): `index` is a string where Neuronpedia sends one, `layer` is the source id, error
+answers carry `{"error": ...}` (web/errors.py). docs/neuronpedia.md maps every call and lists the differences.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, PlainSerializer
 
 from latentpedia.web.experiment_schemas import MAX_STEER_TOKENS, SteerFeature
 
 MAX_TEXTS = 8  # texts per batch request (Neuronpedia: 4 for activation/source)
 MAX_LIST_ITEMS = 128
 
-
-class NPError(BaseModel):
-    """Neuronpedia's error body."""
-
-    error: str
+NPIndex = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
+"""A latent's index: an int in Python (pages do arithmetic with it), a decimal string in JSON,
+as in Neuronpedia's feature, explanation, comment and activation objects."""
 
 
 # ---------------------------------------------------------------------------- activation/source

@@ -15,12 +15,15 @@ from pydantic import BaseModel, Field
 from latentpedia.web.community_schemas import CommentOut, ExplanationOut
 from latentpedia.web.family_schemas import MatchedLatent, MatchSummary, NeighbourGroup, RecentExplanation
 from latentpedia.web.map_schemas import MapPosition
+from latentpedia.web.np_schemas import NPIndex
 
 
 class ErrorBody(BaseModel):
-    """A JSON error: `detail` says what was not found or not valid."""
+    """A JSON error (web/errors.py): `error` (Neuronpedia's key) and `detail` (FastAPI's) say
+    what was not found or not valid."""
 
-    detail: str
+    error: str = Field(description="the message in one line")
+    detail: str = Field(description="the same message")
 
 
 class ModelInfo(BaseModel):
@@ -156,7 +159,7 @@ class FeaturePage(BaseModel):
 
     modelId: str
     layer: str = Field(description="the source id (Neuronpedia calls it layer)")
-    index: int
+    index: NPIndex = Field(description="the latent's index, a decimal string as in Neuronpedia")
     source: SourceInfo
     max_act: float | None
     mean_act: float | None
