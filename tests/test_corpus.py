@@ -173,3 +173,24 @@ def test_stdlib_files_skip_tests_and_site_packages():
     files = stdlib_files()
     assert len(files) > 300 and files == sorted(files)
     assert not any({"site-packages", "test", "tests", "__pycache__"} & set(p.parts) for p in files)
+
+
+def test_parsed_stdlib_documents_are_kept_and_a_broken_file_is_parsed_again(tmp_path, monkeypatch):
+    from latentpedia.corpus import cache, default
+
+    monkeypatch.setenv("LATENTPEDIA_HOME", str(tmp_path / "home"))
+    parsed = []
+    docs = ([Document("a docstring " * 20, "prose", "stdlib-doc:x.py")], [Document("def f(): pass\n" * 20, "code", "stdlib:x.py")])
+    monkeypatch.setattr(default, "_parse_stdlib", lambda files: parsed.append(len(files)) or docs)
+    default.stdlib_documents.cache_clear()
+    try:
+        first = default.stdlib_documents()
+        default.stdlib_documents.cache_clear()
+        again = default.stdlib_documents()
+        assert parsed == [len(default.stdlib_files())] and again == first == (tuple(docs[0]), tuple(docs[1]))
+        [kept] = cache.cache_dir().glob("documents-*.json.gz")
+        kept.write_bytes(b"garbage")
+        default.stdlib_documents.cache_clear()
+        assert default.stdlib_documents() == first and len(parsed) == 2
+    finally:
+        default.stdlib_documents.cache_clear()

@@ -9,12 +9,17 @@ modification times of its files; the text field), the tokenizer (its full serial
 the BOS and separator ids, the window length and token budget, and the source of the code that
 turns text into windows. Change any of them and the corpus is tokenized again.
 
+The default corpus's documents (the standard library parsed into docstrings and source, the
+slow part of reading it) are kept too, as one gzipped JSON file keyed by the standard library's
+fingerprint, so a new tokenizer, budget or window length costs only the tokenizing.
+
 Entries are written to a temporary file and renamed into place; an unreadable entry is ignored
-and rewritten. Only the most recent MAX_ENTRIES are kept.
+and rewritten. Only the most recent MAX_ENTRIES windows files are kept.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -135,6 +140,31 @@ def _prune(folder: Path) -> None:
     entries = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in entries[MAX_ENTRIES:]:
         old.unlink(missing_ok=True)
+
+
+def cached_documents(key: str, make: Callable[[], tuple[list, list]], document: type) -> tuple[list, list]:
+    """Two lists of documents (the default corpus's parsed standard library) kept as gzipped
+    JSON under `key`, else `make()` kept there; `document` rebuilds each from (text, kind, origin)."""
+    path = cache_dir() / f"documents-{key}.json.gz"
+    try:
+        parts = json.loads(gzip.decompress(path.read_bytes()))
+        return tuple([document(*fields) for fields in part] for part in parts)  # type: ignore[return-value]
+    except (OSError, ValueError, TypeError):
+        pass
+    made = make()
+    payload = [[(d.text, d.kind, d.origin) for d in part] for part in made]
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=cache_dir())
+        with os.fdopen(handle, "wb") as out:
+            out.write(gzip.compress(json.dumps(payload).encode(), compresslevel=1))
+        os.replace(tmp, path)
+        for old in cache_dir().glob("documents-*.json.gz"):  # an earlier standard library's
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return made
 
 
 def cached(key: str | None, make: Callable[[], TokenizedCorpus]) -> TokenizedCorpus:

@@ -13,7 +13,9 @@ import functools
 import hashlib
 import os
 import random
+import sys
 import sysconfig
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +50,27 @@ def stdlib_files() -> list[Path]:
     return sorted(files)
 
 
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_STATEMENT_LISTS = ("body", "handlers", "orelse", "finalbody", "cases")  # where statements nest
+
+
+def _definitions(tree: ast.AST) -> Iterator[ast.AST]:
+    """The functions and classes of `tree` in `ast.walk`'s breadth-first order, visiting only
+    statements (definitions never sit inside expressions): most of a module's nodes are skipped."""
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
+        for name in node._fields:
+            if name not in _STATEMENT_LISTS:
+                continue
+            for child in getattr(node, name):
+                queue.append(child)
+                if isinstance(child, _DEFINITIONS):
+                    yield child
+
+
 def _docstrings(tree: ast.AST) -> list[str]:
-    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
-    docs = (ast.get_docstring(n, clean=True) for n in nodes)
+    docs = (ast.get_docstring(n, clean=True) for n in (tree, *_definitions(tree)))
     return [d for d in docs if d and len(d) > 40]
 
 
@@ -71,11 +91,21 @@ def _split(text: str, limit: int = _MAX_DOC_CHARS) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def stdlib_documents() -> tuple[tuple[Document, ...], tuple[Document, ...]]:
-    """(prose, code): docstrings of each module as prose, the module source as code (parsed once)."""
+    """(prose, code): docstrings of each module as prose, the module source as code (parsed once,
+    then read from the data dir while the standard library and this code are unchanged)."""
+    from latentpedia.corpus import cache
+
+    files = stdlib_files()
+    key = cache.cache_key({"stdlib": cache.files_fingerprint(files), "python": sys.version, "code": cache.code_fingerprint()})
+    prose, code = cache.cached_documents(key, lambda: _parse_stdlib(files), Document)
+    return tuple(prose), tuple(code)
+
+
+def _parse_stdlib(files: list[Path]) -> tuple[list[Document], list[Document]]:
     root = Path(sysconfig.get_paths()["stdlib"])
     prose: list[Document] = []
     code: list[Document] = []
-    for path in stdlib_files():
+    for path in files:
         rel = path.relative_to(root).as_posix()
         try:
             source = path.read_text(encoding="utf-8")
@@ -85,7 +115,7 @@ def stdlib_documents() -> tuple[tuple[Document, ...], tuple[Document, ...]]:
         docs = "\n\n".join(_docstrings(tree))
         prose += [Document(p, "prose", f"stdlib-doc:{rel}") for p in _split(docs) if len(p) >= _MIN_CHARS]
         code += [Document(p, "code", f"stdlib:{rel}") for p in _split(source) if len(p) >= _MIN_CHARS]
-    return tuple(prose), tuple(code)
+    return prose, code
 
 
 def dedupe(docs: list[Document]) -> list[Document]:
