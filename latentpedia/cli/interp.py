@@ -30,6 +30,8 @@ def explain(
     llm_model: Annotated[Optional[str], typer.Option(help="model name at the endpoint (env LATENTPEDIA_LLM_MODEL)")] = None,
     llm_key: Annotated[Optional[str], typer.Option(help="API key (env LATENTPEDIA_LLM_KEY)")] = None,
     concurrency: Annotated[int, typer.Option(help="LLM requests in flight at once", **COUNT)] = 4,
+    ray: Annotated[Optional[str], typer.Option(help="explain and score on Ray workers: auto (the running cluster), local (start one here) or its address; needs latentpedia[ray]")] = None,
+    ray_workers: Annotated[int, typer.Option(help="Ray workers (0: one per CPU of the cluster)", **NON_NEGATIVE)] = 0,
     progress: ProgressOpt = True,
     db: AtlasDbOpt = "",
 ) -> None:
@@ -43,12 +45,19 @@ def explain(
         registry.explainer(explainer).variant_name(variant)
         needs_llm = registry.needs_llm(explainer, scorers)
         llm = LLMConfig.resolve(llm_base_url, llm_model, llm_key, concurrency=concurrency) if needs_llm else None
+        ray_config = None
+        if ray is not None:
+            from latentpedia.dashboards import ray_build
+
+            ray_config = ray_build.RayConfig(address=ray, workers=ray_workers)
+            ray_config.check()
+            ray_build.import_ray()  # not installed: how to install it, exit 2
         store = open_store(db)
         models = [m.id for m in store.list_models()]
         model = model or (models[0] if len(models) == 1 else DEFAULT_MODEL_ID)
         request = ExplainRequest(
             model=model, sources=list(source), explainer=explainer, variant=variant, scorers=scorers, limit=limit,
-            indices=list(index) or None, llm=llm, progress=progress,
+            indices=list(index) or None, llm=llm, progress=progress, ray=ray_config,
         )  # fmt: skip
         summary = run_explain(store, request, log=log)
     total = sum(s["explained"] for s in summary.values())

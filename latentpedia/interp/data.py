@@ -1,7 +1,9 @@
 """What explainers and scorers read: a latent's examples split into an explain and a score set.
 
 `AtlasText` loads one source's corpus once (all windows as one token array, unigram counts, the
-model's decoded vocabulary); `load_latent` reads one latent's stored examples and statistics.
+model's decoded vocabulary); `load_latents` reads a batch of latents' stored examples and
+statistics in two queries (`read_latents`: the rows as stored, small and picklable, for a Ray
+worker to decode with `decode_latents`); `load_latent` reads one.
 
 The split is fixed and recorded with every result: explainers see the top examples of even rank
 and the first sample of each quantile interval; scorers only use the others (odd-rank top
@@ -16,9 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from latentpedia.errors import LatentpediaError
-from latentpedia.store.api import Store
+from sqlalchemy import select
+
 from latentpedia.engine.tokens import TokenText
+from latentpedia.errors import LatentpediaError
+from latentpedia.store import codec
+from latentpedia.store.api import Store
+from latentpedia.store.schema import Example as ExampleRow
+from latentpedia.store.schema import Latent
 
 SPLIT_RULE = "explain: top examples of even rank + quantile rank 0; score: the others + random windows"
 TOP, QUANTILE = 0, 1
@@ -74,18 +81,26 @@ class AtlasText:
     """One source's corpus and vocabulary, loaded once: windows, unigram counts, token text."""
 
     def __init__(self, store: Store, source_id: int):
-        self.store = store
+        self.store: Store | None = store
         self.source = store.get_source_by_id(source_id)
         if self.source is None:
             raise LatentpediaError(f"no source with id {source_id}")
         if self.source.corpus_id is None or self.source.status != "ready":
             raise LatentpediaError(f"source {self.source.name!r} is not built yet")
+        corpus = store.get_corpus(self.source.corpus_id)
+        self.corpus_key = (corpus.model_id, corpus.content_hash)  # chunk embeddings are shared per corpus
         self.text = TokenText(store.get_vocab(self.source.model_id))
         windows = list(store.iter_windows(self.source.corpus_id))
         self.windows = np.stack(windows) if windows else np.zeros((0, 1), dtype=np.int32)
         size = max(len(self.text.texts), int(self.windows.max(initial=0)) + 1)
         self.unigram = np.bincount(self.windows[:, 1:].ravel(), minlength=size).astype(np.float64)
         self.n_tokens = float(self.unigram.sum())
+
+    def detached(self) -> AtlasText:
+        """A copy without the store (picklable: what a Ray worker gets)."""
+        copy = object.__new__(AtlasText)
+        copy.__dict__.update(self.__dict__, store=None)
+        return copy
 
     @property
     def window_len(self) -> int:
@@ -109,35 +124,74 @@ class AtlasText:
         return [(int(a), int(b)) for a, b in zip(w, p, strict=True)]
 
 
-def _dense(example: dict[str, Any], length: int) -> np.ndarray:
-    values = np.zeros(length, dtype=np.float32)
-    positions = np.asarray(example["positions"], dtype=np.int64)
-    keep = positions < length
-    values[positions[keep]] = np.asarray(example["values"], dtype=np.float32)[keep]
-    return values
+@dataclass
+class LatentRows:
+    """A batch of latents as the store holds them: (idx, max_act, frac_nonzero, logits) and the
+    examples' columns with their blobs undecoded (EXAMPLE_COLUMNS order)."""
+
+    source_id: int
+    latents: list[tuple[Any, ...]]
+    examples: list[tuple[Any, ...]]
+
+
+_EXAMPLE_COLUMNS = (ExampleRow.latent, ExampleRow.kind, ExampleRow.group, ExampleRow.rank, ExampleRow.window,
+                    ExampleRow.max_value, ExampleRow.max_pos, ExampleRow.positions, ExampleRow.values)  # fmt: skip
+
+
+def read_latents(store: Store, source_id: int, indices: list[int]) -> LatentRows:
+    """The stored rows of these latents, in two queries (missing latents are left out)."""
+    wanted = sorted({int(i) for i in indices})
+    with store._read() as session:
+        latents = session.execute(
+            select(Latent.idx, Latent.max_act, Latent.frac_nonzero, Latent.logits)
+            .where(Latent.source_id == source_id, Latent.idx.in_(wanted))
+        ).all()  # fmt: skip
+        examples = session.execute(
+            select(*_EXAMPLE_COLUMNS).where(ExampleRow.source_id == source_id, ExampleRow.latent.in_(wanted))
+            .order_by(ExampleRow.latent, ExampleRow.kind, ExampleRow.group, ExampleRow.rank)
+        ).all()  # fmt: skip
+    return LatentRows(source_id, [tuple(r) for r in latents], [tuple(r) for r in examples])
+
+
+def decode_latents(atlas: AtlasText, rows: LatentRows) -> dict[int, LatentData]:
+    """{index: LatentData} of the rows (examples split, per-token values dense)."""
+    split: dict[int, tuple[list[Example], list[Example]]] = {int(r[0]): ([], []) for r in rows.latents}
+    length = atlas.window_len
+    for latent, kind, group, rank, window, max_value, max_pos, positions, values in rows.examples:
+        if latent not in split:
+            continue
+        dense = np.zeros(length, dtype=np.float32)
+        at = codec.decode_positions(positions).astype(np.int64)
+        keep = at < length
+        dense[at[keep]] = codec.decode_array(values, codec.VALUE_DTYPE).astype(np.float32)[keep]
+        example = Example(kind=kind, group=group, rank=rank, window=window, tokens=atlas.windows[window], values=dense,
+                          max_pos=int(max_pos), max_value=float(max_value or 0.0))  # fmt: skip
+        split[latent][0 if is_explain_example(kind, rank) else 1].append(example)
+    out = {}
+    for idx, max_act, frac_nonzero, logits in rows.latents:
+        logits = logits or {}
+        explain, score = split[int(idx)]
+        out[int(idx)] = LatentData(
+            source_id=rows.source_id, index=int(idx), max_act=float(max_act or 0.0), frac_nonzero=float(frac_nonzero or 0.0),
+            explain=explain, score=score, promotes=[(int(t), float(v)) for t, v in logits.get("pos") or []],
+            suppresses=[(int(t), float(v)) for t, v in logits.get("neg") or []],
+        )  # fmt: skip
+    return out
+
+
+def load_latents(atlas: AtlasText, indices: list[int]) -> dict[int, LatentData]:
+    """{index: LatentData} of these latents; LatentpediaError naming the first one not built."""
+    assert atlas.store is not None, "a detached AtlasText cannot read the store"
+    out = decode_latents(atlas, read_latents(atlas.store, atlas.source.id, indices))
+    missing = [i for i in indices if i not in out]
+    if missing:
+        raise LatentpediaError(f"source {atlas.source.name!r} has no built latent {missing[0]}")
+    return out
 
 
 def load_latent(atlas: AtlasText, index: int) -> LatentData:
     """The latent's stored examples (split) and logit effects; LatentpediaError if not built."""
-    source = atlas.source
-    latent = atlas.store.get_latent(source.id, index)
-    if latent is None:
-        raise LatentpediaError(f"source {source.name!r} has no built latent {index}")
-    explain, score = [], []
-    for row in atlas.store.get_examples(source.id, index):
-        tokens = atlas.windows[row["window"]]
-        example = Example(
-            kind=row["kind"], group=row["group"], rank=row["rank"], window=row["window"], tokens=tokens,
-            values=_dense(row, len(tokens)), max_pos=int(row["max_pos"]), max_value=float(row["max_value"] or 0.0),
-        )  # fmt: skip
-        (explain if is_explain_example(example.kind, example.rank) else score).append(example)
-    logits = latent.get("logits") or {}
-    return LatentData(
-        source_id=source.id, index=index, max_act=float(latent["max_act"] or 0.0),
-        frac_nonzero=float(latent["frac_nonzero"] or 0.0), explain=explain, score=score,
-        promotes=[(int(t), float(v)) for t, v in logits.get("pos") or []],
-        suppresses=[(int(t), float(v)) for t, v in logits.get("neg") or []],
-    )  # fmt: skip
+    return load_latents(atlas, [index])[index]
 
 
 def show_token(text: str) -> str:

@@ -110,6 +110,19 @@ def chunk_start(position: int, window_len: int) -> int:
     return last
 
 
+def negative_chunks(atlas: AtlasText, seed: int) -> list[tuple[int, int]]:
+    """The random corpus chunks every latent is scored against (fixed by the seed)."""
+    negatives = atlas.random_positions(N_NEGATIVES, seed=seed)
+    return sorted({(w, chunk_start(p, atlas.window_len)) for w, p in negatives})
+
+
+def positive_chunks(window_len: int, examples: list[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
+    """The chunks of a latent's held-out top examples, from (kind, rank, window, max_pos) rows."""
+    from latentpedia.interp.data import TOP, is_explain_example
+
+    return [(w, chunk_start(p, window_len)) for kind, rank, w, p in examples if kind == TOP and not is_explain_example(kind, rank)]
+
+
 class EmbeddingScorer:
     """Scores explanations of one source's latents; `prepare` embeds the chunks they need once."""
 
@@ -121,12 +134,16 @@ class EmbeddingScorer:
         self.atlas = atlas
         self.embed = embedder or shared_embedder()
         # chunk embeddings are shared by every scorer over the same corpus (bounded by its size)
-        corpus = atlas.store.get_corpus(atlas.source.corpus_id)
         embedder_key = getattr(self.embed, "cache_key", None) or id(self.embed)
-        self._chunks = _CHUNKS.setdefault((corpus.model_id, corpus.content_hash, embedder_key), {})
+        self._chunks = _CHUNKS.setdefault((*atlas.corpus_key, embedder_key), {})
         self._texts: dict[str, np.ndarray] = {}
-        negatives = atlas.random_positions(N_NEGATIVES, seed=seed)
-        self.negatives = sorted({(w, chunk_start(p, atlas.window_len)) for w, p in negatives})
+        self.negatives = negative_chunks(atlas, seed)
+
+    def provide(self, chunks: dict[tuple[int, int], np.ndarray], texts: dict[str, np.ndarray]) -> None:
+        """Vectors computed elsewhere (the pipeline embeds chunks in planned batches and reads
+        explanation vectors from the store): `prepare` then embeds nothing it was given."""
+        self._chunks = dict(chunks)
+        self._texts.update(texts)
 
     def _positives(self, latent: LatentData) -> list[tuple[int, int]]:
         return [(e.window, chunk_start(e.max_pos, self.atlas.window_len)) for e in latent.score_top]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import select
 
 from latentpedia.store.api import Store
 from latentpedia.store.community_schema import Explanation, ExplanationScore
+from latentpedia.store.explanation_search import ExplanationEmbedding, decode_vectors
 
 
 @dataclass
@@ -47,4 +49,18 @@ def stored_explanations(
             for eid, scorer in session.execute(scored):
                 if eid in ids:
                     ids[eid].scorers.add(scorer)
+    return out
+
+
+def stored_vectors(store: Store, ids: list[int], embedder: str = "all-MiniLM-L6-v2") -> dict[int, np.ndarray]:
+    """{explanation id: search vector} of those among `ids` embedded by `embedder`."""
+    out: dict[int, np.ndarray] = {}
+    for start in range(0, len(ids), 4096):
+        part = [int(i) for i in ids[start : start + 4096]]
+        query = select(ExplanationEmbedding.explanation_id, ExplanationEmbedding.vector).where(
+            ExplanationEmbedding.explanation_id.in_(part), ExplanationEmbedding.embedder == embedder)
+        with store._read() as session:
+            rows = session.execute(query).all()
+        if rows:
+            out.update(zip([r[0] for r in rows], decode_vectors([r[1] for r in rows]), strict=True))
     return out
