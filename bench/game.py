@@ -1,6 +1,6 @@
 """The game under load: puzzle page and submit (with offline scoring) latency, 32 concurrent players.
 
-    flock /tmp/latentpedia-heavy.lock .venv/bin/python bench/game.py [--players 32] [--rounds 4] [--db URL]
+    flock /tmp/latentpedia-measure.lock .venv/bin/python bench/game.py [--players 32] [--rounds 3] [--db URL] [--before GIT_REF]
 
 Builds the seeded tiny atlas of the tests (tests/web_atlas.py: a real build of a 4-layer LLaMA
 over CPython's docs, two neuron sources) with offline machine explanations and a campaign over
@@ -8,18 +8,24 @@ its 128 layer-1 neurons, then serves it with uvicorn in a subprocess (one worker
 server, the embedder on its one torch worker thread). Each of N players (own account and API
 key, the same client address) loops: GET its next puzzle page (HTML, /play/c/bench), then POST
 /api/play/submit with an explanation (held-out scoring on the torch worker; the first submit on
-a latent also fixes its held-out set, baseline and machine score). Players start together, so
-all N hit the same latent first: the worst case for the torch worker's queue.
+a latent also fixes its held-out set, baseline and machine score). Players start together and
+play the campaign in the same order, so all N hit each new latent together: the worst case for
+making held-out sets and for the torch worker's queue.
 
-Printed side by side: p50 / p99 / max of the page and of the submit, the submits that made a
-latent's held-out set ("cold") and the others ("warm"), and the near-duplicate threshold's
-cosine on trivial edits vs different explanations.
+`--before GIT_REF` first runs the same load against the server of that commit (`git archive`
+into a temp dir, a fresh copy of the same atlas), then against this tree, and prints both side
+by side with their ratios (same machine, same minutes).
+
+Printed: p50 / p99 / max of the page and of the submit, the submits of round 1 (the first on
+each latent for most players) and the later ones, and the near-duplicate threshold's cosine on
+trivial edits vs different explanations.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import socket
@@ -30,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 TEXTS = ["numbers in code", "the word return", "closing brackets", "names of functions", "punctuation after words",
          "the start of a sentence", "keywords of python", "spaces and indentation", "quotes around strings", "module names"]
@@ -42,33 +49,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build(url: str, folder: Path, players: int) -> dict[str, str]:
-    from latentpedia.interp.pipeline import explain_atlas
-    from latentpedia.store.api import Store
-    from latentpedia.store.game import GameStore
-    from tests.web_atlas import seed_atlas
+# the atlas, its campaign and the players' API keys, made by the latentpedia of the tree measured
+# (its store format may differ from this tree's); argv: url folder players; prints the keys as JSON
+BUILD = """
+import json, sys
+from pathlib import Path
+from latentpedia.interp.pipeline import explain_atlas
+from latentpedia.store.api import Store
+from latentpedia.store.game import GameStore
+from tests.web_atlas import seed_atlas
 
-    atlas = seed_atlas(url, folder)
-    store = Store.open(url)
-    try:
-        explain_atlas(store, atlas.model, "offline", (), progress=False, sources=["1-mlp"])
-        GameStore(store).add_campaign("bench", "Bench", store.get_source(atlas.model, "1-mlp").id, order="index")
-        keys = {}
-        for n in range(players):
-            user = store.add_user(f"player{n}", "bench password")
-            keys[user.username] = store.create_api_key(user.id, "bench")[0]
-        return {"model": atlas.model, **keys}
-    finally:
-        store.close()
+url, folder, players = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+atlas = seed_atlas(url, folder)
+store = Store.open(url)
+explain_atlas(store, atlas.model, "offline", (), progress=False, sources=["1-mlp"])
+GameStore(store).add_campaign("bench", "Bench", store.get_source(atlas.model, "1-mlp").id, order="index")
+keys = {"model": atlas.model}
+for n in range(players):
+    user = store.add_user(f"player{n}", "bench password")
+    keys[user.username] = store.create_api_key(user.id, "bench")[0]
+store.close()
+print(json.dumps(keys))
+"""
 
 
-def serve(url: str, port: int) -> subprocess.Popen:
-    code = ("import uvicorn; from latentpedia.web import create_app; "
-            f"uvicorn.run(create_app({url!r}), host='127.0.0.1', port={port}, log_level='warning')")  # fmt: skip
-    env = {**os.environ, "LATENTPEDIA_GAME_RATE": "0", "LATENTPEDIA_LIVE_RATE": "0", "LATENTPEDIA_LIVE_TIMEOUT": "600"}
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def build(tree: Path, url: str, folder: Path, players: int) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", BUILD, url, str(folder), str(players)], env=env, cwd=tree, check=True,
+                          stdout=subprocess.PIPE, text=True)  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def serve(url: str, port: int, tree: Path) -> subprocess.Popen:
+    """uvicorn serving the atlas with the latentpedia of `tree` (a source checkout)."""
+    code = ("import uvicorn; from latentpedia.web import create_app; from latentpedia.engine.worker import LiveConfig; "
+            f"uvicorn.run(create_app({url!r}, live_config=LiveConfig.from_env()), host='127.0.0.1', port={port}, log_level='warning')")  # fmt: skip
+    env = {**os.environ, "LATENTPEDIA_GAME_RATE": "0", "LATENTPEDIA_LIVE_RATE": "0", "LATENTPEDIA_LIVE_TIMEOUT": "600", "LATENTPEDIA_LIVE_QUEUE": "1024",
+           "PYTHONPATH": str(tree)}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tree)
+    deadline = time.monotonic() + 300  # importing torch on a loaded machine
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return process
@@ -127,30 +147,61 @@ def threshold_check() -> None:
         print(f"cosine, {label:24s} min {min(sims):.3f}  max {max(sims):.3f}  (threshold {DUPLICATE_COSINE})")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--players", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--db", default=None, help="a database URL (default: a SQLite file in a temp dir)")
-    args = parser.parse_args()
+def measure(tree: Path, players: int, rounds: int, db: str | None) -> dict[str, list[float]]:
+    """One run: a fresh atlas, a server of `tree`, the players; the latencies in seconds by label."""
     folder = Path(tempfile.mkdtemp(prefix="bench-game-"))
-    os.environ.setdefault("LATENTPEDIA_HOME", str(folder / "home"))
-    url = args.db or f"sqlite:///{folder / 'atlas.db'}"
-    keys = build(url, folder, args.players)
+    os.environ["LATENTPEDIA_HOME"] = str(folder / "home")
+    url = db or f"sqlite:///{folder / 'atlas.db'}"
+    keys = build(tree, url, folder, players)
     port = _free_port()
-    server = serve(url, port)
+    server = serve(url, port, tree)
     try:
-        pages, submits = asyncio.run(run(f"http://127.0.0.1:{port}", keys, args.rounds))
+        pages, submits = asyncio.run(run(f"http://127.0.0.1:{port}", keys, rounds))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    cold = [t for t, first in submits if first]
-    warm = [t for t, first in submits if not first]
-    print(f"{args.players} players × {args.rounds} rounds on {url.split(':')[0]}, 2 cores shared")
-    for label, values in (("puzzle page", pages), ("submit (all)", [t for t, _ in submits]), ("submit, round 1 (cold)", cold),
-                          ("submit, later (warm)", warm)):
-        print(f"{label:24s} n={len(values):4d}  p50 {pct(values, 0.5):7.1f} ms  p99 {pct(values, 0.99):7.1f} ms  "
-              f"max {max(values) * 1000:7.1f} ms  mean {statistics.mean(values) * 1000:7.1f} ms")
+    return {"puzzle page": pages, "submit (all)": [t for t, _ in submits],
+            "submit, round 1": [t for t, first in submits if first], "submit, later": [t for t, first in submits if not first]}  # fmt: skip
+
+
+def checkout(ref: str) -> Path:
+    """The source tree of commit `ref` (git archive into a temp dir)."""
+    target = Path(tempfile.mkdtemp(prefix="bench-game-tree-"))
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def row(label: str, values: list[float]) -> str:
+    return (f"{label:18s} n={len(values):4d}  p50 {pct(values, 0.5):7.1f} ms  p99 {pct(values, 0.99):7.1f} ms  "
+            f"max {max(values) * 1000:7.1f} ms  mean {statistics.mean(values) * 1000:7.1f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--players", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--db", default=None, help="a database URL (default: a SQLite file in a temp dir); not with --before")
+    parser.add_argument("--before", metavar="GIT_REF", default=None, help="also measure the server of this commit, side by side")
+    args = parser.parse_args()
+    if args.before and args.db:
+        raise SystemExit("--before needs a fresh atlas per run: leave out --db")
+    runs = {}
+    if args.before:
+        runs[args.before] = measure(checkout(args.before), args.players, args.rounds, None)
+    runs["this tree"] = measure(ROOT, args.players, args.rounds, args.db)
+    print(f"{args.players} players × {args.rounds} rounds on {(args.db or 'sqlite').split(':')[0]}, 2 cores shared")
+    for name, found in runs.items():
+        print(f"-- {name}")
+        for label, values in found.items():
+            if values:
+                print(row(label, values))
+    if args.before:
+        before, after = runs[args.before], runs["this tree"]
+        for label in before:
+            if before[label] and after[label]:
+                print(f"{label:18s} this tree / {args.before}: p50 {pct(after[label], 0.5) / pct(before[label], 0.5):.3f}x  "
+                      f"p99 {pct(after[label], 0.99) / pct(before[label], 0.99):.3f}x")
     threshold_check()
 
 
