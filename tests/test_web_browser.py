@@ -4,57 +4,9 @@ Skipped where /usr/bin/chromium or playwright is missing."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
-from collections.abc import Iterator
+from tests.browser import browser_fixture, needs_chromium, open_page, seeded_site  # noqa: F401 (fixtures `browser`, `served`)
 
-import pytest
-
-from tests.test_web_serve import free_port
-from tests.web_atlas import SeededAtlas, sqlite_atlas
-
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[str, SeededAtlas]]:
-    """The seeded SQLite atlas served by uvicorn in a thread of this process."""
-    import uvicorn
-
-    from latentpedia.web import create_app
-
-    atlas = sqlite_atlas(tmp_path_factory)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(atlas.url), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", atlas
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        yield launched
-        launched.close()
-
-
-def open_page(browser, url: str):
-    page = browser.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(url)
-    return page, dialogs
+pytestmark = needs_chromium
 
 
 def test_feature_page_highlights_tokens(served, browser):

@@ -4,16 +4,12 @@ Skipped where /usr/bin/chromium or playwright is missing."""
 
 from __future__ import annotations
 
-import shutil
+from tests.browser import browser_fixture, needs_chromium, open_page, seeded_site  # noqa: F401 (fixtures `browser`, `served`)
 
-import pytest
-
-from tests.test_web_browser import CHROMIUM, browser, open_page, served  # noqa: F401 - fixtures
-
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 
 
-def test_test_your_text_highlights_tokens(served, browser):  # noqa: F811
+def test_test_your_text_highlights_tokens(served, browser):
     base, atlas = served
     page, dialogs = open_page(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/3")
     page.fill("#test-text-input", "The quick brown fox <script>alert(2)</script>")
@@ -32,7 +28,7 @@ def test_test_your_text_highlights_tokens(served, browser):  # noqa: F811
     page.close()
 
 
-def test_search_page_lists_latents(served, browser):  # noqa: F811
+def test_search_page_lists_latents(served, browser):
     base, atlas = served
     page, dialogs = open_page(browser, f"{base}/")
     page.click("#nav-search")
