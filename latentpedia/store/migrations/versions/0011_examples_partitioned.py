@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from alembic import op
 
-from latentpedia.store.schema import EXAMPLE_PARTITIONS
-
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
+
+EXAMPLE_PARTITIONS = 16  # schema.EXAMPLE_PARTITIONS when this was written; a migration keeps its own
 
 _COLUMNS = (
     'source_id INTEGER NOT NULL, latent INTEGER NOT NULL, kind SMALLINT NOT NULL, "group" SMALLINT NOT NULL, '
