@@ -10,10 +10,14 @@ ORACLE_STAMP := $(ORACLE)/.installed
 # (~1.6 GB, mostly CPU torch; ~2.5 min to install here), run by that test in a subprocess.
 CIRCUIT ?= .venv-circuit
 CIRCUIT_STAMP := $(CIRCUIT)/.installed
+# SAEDashboard, a bench oracle only (bench/saedashboard.py): its own venv, never part of `make test`;
+# pip brings torch with CUDA wheels (~6.5 GB), and it needs pyarrow<20 beside numpy 1.x.
+SAEDASHBOARD ?= .venv-saedashboard
+SAEDASHBOARD_STAMP := $(SAEDASHBOARD)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install oracle circuit-oracle demo test test-fast bench clean
+.PHONY: install oracle circuit-oracle saedashboard-oracle demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -44,6 +48,14 @@ $(CIRCUIT_STAMP):
 	$(CIRCUIT)/bin/pip install -q circuit-tracer==0.5.0
 	touch $(CIRCUIT_STAMP)
 
+saedashboard-oracle: install $(SAEDASHBOARD_STAMP)
+	$(PY) bench/saedashboard.py
+
+$(SAEDASHBOARD_STAMP):
+	test -x $(SAEDASHBOARD)/bin/python || $(PYTHON) -m venv $(SAEDASHBOARD)
+	$(SAEDASHBOARD)/bin/pip install -q sae-dashboard==0.8.0 'pyarrow<20' 'numpy<2'
+	touch $(SAEDASHBOARD_STAMP)
+
 demo: install
 	$(VENV)/bin/latentpedia demo
 
@@ -58,4 +70,4 @@ bench: install
 	$(PY) bench/p1_build_overhead.py
 
 clean:
-	rm -rf $(VENV) $(ORACLE) $(CIRCUIT) .pytest_cache .data
+	rm -rf $(VENV) $(ORACLE) $(CIRCUIT) $(SAEDASHBOARD) .pytest_cache .data
