@@ -4,15 +4,13 @@ Skipped where /usr/bin/chromium or playwright is missing."""
 
 from __future__ import annotations
 
-import pytest
+from tests.browser import browser_fixture, needs_chromium, open_page, seeded_site  # noqa: F401 (fixtures `browser`, `served`)
 
-from tests.test_web_browser import CHROMIUM, browser, open_page, served  # noqa: F401 - fixtures
-
-pytestmark = pytest.mark.skipif(__import__("shutil").which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 PROMPT = "The function returns"
 
 
-def test_steer_shows_default_and_steered_completions(served, browser):  # noqa: F811
+def test_steer_shows_default_and_steered_completions(served, browser):
     base, atlas = served
     page, dialogs = open_page(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/3")
     page.fill("#steer-prompt", PROMPT)
@@ -28,7 +26,7 @@ def test_steer_shows_default_and_steered_completions(served, browser):  # noqa: 
     page.close()
 
 
-def test_ablate_and_dla_tables(served, browser):  # noqa: F811
+def test_ablate_and_dla_tables(served, browser):
     base, atlas = served
     page, _ = open_page(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/3")
     page.click("#exp-ablate summary")
