@@ -33,6 +33,7 @@ from latentpedia.web.play_schemas import (
     PlayIn, PlayResult, PrefsIn, PrefsOut, Progress, Puzzle, ReportIn, ReportOut, SignupIn, SubmitIn, VoteIn,
 )  # fmt: skip
 from latentpedia.web.ratelimit import RateLimiter, client_address
+from latentpedia.web.pages.clues import cached_clue_list
 from latentpedia.web.render import render_page
 from latentpedia.web.routers.accounts import _start_session, login_limit, same_origin
 from latentpedia.web.schemas import ErrorBody
@@ -182,17 +183,27 @@ async def daily_json(user: OptionalUser, game: Game = GameDep) -> Puzzle:
     return await _call(_puzzle, game, user, None, None, True)
 
 
+def _puzzle_page(request: Request, page: Puzzle, twin: str) -> HTMLResponse:
+    """The puzzle page; its clue spans come from the per-latent cache (web/pages/clues.py)."""
+    advanced = page.me is not None and page.me.mode == "advanced"
+    key = (page.modelId, page.layer, page.index)
+    clues = cached_clue_list(("clues", *key), page.clues, page.max_act, titles=advanced)
+    quantiles = cached_clue_list(("quantiles", *key), page.quantiles, page.max_act, titles=True) if advanced else ""
+    return render_page(request, "play_puzzle.html", page, twin, csrf_token=viewer(request).csrf_token,
+                       clues_html=clues, quantiles_html=quantiles)
+
+
 @router.get("/play/c/{campaign}", response_class=HTMLResponse, include_in_schema=False)
 async def puzzle_html(request: Request, campaign: str, user: OptionalUser, index: int | None = None, game: Game = GameDep) -> HTMLResponse:
     page = await _call(_puzzle, game, user, campaign, index, False)
     twin = f"/api/play/puzzle?campaign={campaign}" + (f"&index={index}" if index is not None else "")
-    return render_page(request, "play_puzzle.html", page, twin, csrf_token=viewer(request).csrf_token)
+    return _puzzle_page(request, page, twin)
 
 
 @router.get("/play/daily", response_class=HTMLResponse, include_in_schema=False)
 async def daily_html(request: Request, user: OptionalUser, game: Game = GameDep) -> HTMLResponse:
     page = await _call(_puzzle, game, user, None, None, True)
-    return render_page(request, "play_puzzle.html", page, "/api/play/daily", csrf_token=viewer(request).csrf_token)
+    return _puzzle_page(request, page, "/api/play/daily")
 
 
 # moves
