@@ -5,48 +5,31 @@ saved as a new graph under its own link; a script payload as the name stays text
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
-
 import httpx
 import pytest
 
+from tests.browser import Session, browser_fixture, needs_chromium, serve  # noqa: F401 (the `browser` fixture)
 from tests.conftest import BACKENDS
 from tests.graph_atlas import graph_atlas
 from tests.test_graph_web import PROMPT
-from tests.test_web_community_browser import CHROMIUM, Session, browser  # noqa: F401 (fixture)
-from tests.test_web_serve import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 NAME = '<img src=x onerror="window.__pwned = 1">group'
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def served(request, tmp_path_factory):
-    import uvicorn
-
     from latentpedia.web import create_app
 
-    with graph_atlas(request, tmp_path_factory, request.param) as (community, _names):
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(community.url, private=False), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
+    with graph_atlas(request, tmp_path_factory, request.param) as (community, _names), serve(create_app(community.url, private=False)) as base:
         # node threshold 0.95: the tiny model's embeddings carry most of the influence (see test_transcoders)
         r = httpx.post(f"{base}/api/graph/generate", json={"modelId": community.model, "prompt": PROMPT, "maxFeatureNodes": 48,
                                                             "nodeThreshold": 0.95}, timeout=300)
         assert r.status_code == 200, r.text
         yield base, r.json()
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
-def test_pin_two_latents_into_a_supernode_and_save(served, browser):  # noqa: F811
+def test_pin_two_latents_into_a_supernode_and_save(served, browser):
     base, graph = served
     session = Session(browser, base)
     session.login("alice")

@@ -5,13 +5,9 @@ running job live. Skipped where /usr/bin/chromium or playwright is missing."""
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import subprocess
 import sys
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +15,13 @@ from pathlib import Path
 import pytest
 
 from latentpedia.store.api import Store
+from tests.browser import Session, browser_fixture, needs_chromium, serve  # noqa: F401 (the `browser` fixture)
 from tests.community_fixtures import CommunityAtlas, community_atlas
 from tests.conftest import BACKENDS
 from tests.sae_builders import random_sae, write_saelens
-from tests.test_web_community_browser import CHROMIUM, Session, browser  # noqa: F401 (fixture)
-from tests.test_web_serve import free_port
 from tests.tiny import D_MODEL
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 ROOT = Path(__file__).resolve().parents[1]
 NEW_SOURCE = "2-res-from-web"
 
@@ -34,8 +29,6 @@ NEW_SOURCE = "2-res-from-web"
 @pytest.fixture(scope="module", params=BACKENDS)
 def served(request, tmp_path_factory) -> Iterator[tuple[str, CommunityAtlas, Path]]:
     """The seeded atlas with accounts, served by uvicorn in a thread, and a worker process."""
-    import uvicorn
-
     from latentpedia.web import create_app
 
     home = tmp_path_factory.mktemp("jobs-home")
@@ -45,18 +38,10 @@ def served(request, tmp_path_factory) -> Iterator[tuple[str, CommunityAtlas, Pat
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "LATENTPEDIA_PROGRESS_SECONDS": "0"}
         worker = subprocess.Popen([sys.executable, "-m", "latentpedia.cli", "worker", "--db", catlas.url, "--poll-seconds", "0.3",
                                    "--report-seconds", "0.3"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(catlas.url, private=False), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
         try:
-            yield f"http://127.0.0.1:{port}", catlas, home
+            with serve(create_app(catlas.url, private=False)) as base:
+                yield base, catlas, home
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
             worker.kill()
             worker.wait()
             if old_home is None:

@@ -5,18 +5,14 @@ text. Skipped where /usr/bin/chromium or playwright is missing."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.browser import Session, browser_fixture, needs_chromium, serve  # noqa: F401 (the `browser` fixture)
 from tests.community_fixtures import PASSWORD, CommunityAtlas, community_atlas
-from tests.test_web_serve import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 SOURCE = "1-mlp"
 PAYLOADS = ("<script>window.__pwned = 1; alert(1)</script>", '<img src=x onerror="window.__pwned = 1; alert(2)">')
 
@@ -24,71 +20,10 @@ PAYLOADS = ("<script>window.__pwned = 1; alert(1)</script>", '<img src=x onerror
 @pytest.fixture(scope="module")
 def served(request, tmp_path_factory) -> Iterator[tuple[str, CommunityAtlas]]:
     """A private copy of the seeded SQLite atlas with accounts, served by uvicorn in a thread."""
-    import uvicorn
-
     from latentpedia.web import create_app
 
-    with community_atlas("sqlite", request, tmp_path_factory) as catlas:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(catlas.url, private=False), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", catlas
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield launched
-        launched.close()
-
-
-class Session:
-    """A browser context (its own cookies) with every alert recorded and confirms accepted."""
-
-    def __init__(self, browser, base: str):
-        self.base, self.context = base, browser.new_context()
-        self.page = self.context.new_page()
-        self.alerts: list[str] = []
-        self.page.on("dialog", self._dialog)
-
-    def _dialog(self, dialog) -> None:
-        if dialog.type == "confirm":
-            dialog.accept()
-        else:
-            self.alerts.append(dialog.message)
-            dialog.dismiss()
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base + path)
-        self.page.wait_for_load_state("load")
-
-    def login(self, username: str, password: str = PASSWORD) -> None:
-        self.goto("/login")
-        self.page.fill("input[name=username]", username)
-        self.page.fill("input[name=password]", password)
-        self.page.click("#login-form button[type=submit]")
-        self.page.wait_for_selector("#logout")
-
-    def submit(self, form: str, **fields: str) -> None:
-        """Fill and submit an api-form; wait for the reload it triggers."""
-        for name, value in fields.items():
-            self.page.fill(f"{form} [name={name}]", value)
-        with self.page.expect_navigation():
-            self.page.click(f"{form} button[type=submit]")
-
-    def pwned(self) -> bool:
-        return bool(self.page.evaluate("() => window.__pwned === 1"))
-
-    def close(self) -> None:
-        self.context.close()
+    with community_atlas("sqlite", request, tmp_path_factory) as catlas, serve(create_app(catlas.url, private=False)) as base:
+        yield base, catlas
 
 
 def test_log_in_vote_comment_make_a_list_log_out(served, browser):
