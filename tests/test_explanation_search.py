@@ -4,9 +4,6 @@ its JSON twin and Neuronpedia's routes, the CLI backfill, and the header search 
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from latentpedia.store.explanation_search import (
     text_search,
 )
 from latentpedia.store.schema import Latent
+from tests.browser import chromium, needs_chromium, serve
 from tests.community_fixtures import CommunityAtlas, community_atlas
 from tests.conftest import BACKENDS
 
@@ -383,46 +381,26 @@ def test_index_explanations_backfills_and_resumes(db_url: str) -> None:
 # ---------------------------------------------------------------- Chromium: the header search box
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+@needs_chromium
 def test_header_search_box_submits_and_shows_results(tmp_path_factory) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    import uvicorn
-
     from latentpedia.web import create_app
-    from tests.test_web_serve import free_port
 
     with community_atlas("sqlite", None, tmp_path_factory) as catlas:
         store = Store.open(catlas.url)
         source = store.get_source(catlas.model, "1-mlp")
         store.add_explanation(source.id, 2, PLANTED, "human")
         store.close()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(catlas.url), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        try:
-            with sync_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-                page = browser.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda err: errors.append(str(err)))
-                page.goto(f"http://127.0.0.1:{port}/{catlas.model}/1-mlp/3")
-                page.fill("#header-search-q", PARAPHRASE)
-                page.press("#header-search-q", "Enter")
-                page.wait_for_selector("#xsearch-results", timeout=60_000)
-                assert "/search/explanations?q=" in page.url
-                first = page.locator("tr.xsearch-hit").first
-                assert PLANTED in first.inner_text()
-                first.locator("a").click()
-                page.wait_for_url(f"**/{catlas.model}/1-mlp/2")
-                assert errors == []
-                browser.close()
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+        with serve(create_app(catlas.url)) as base, chromium() as browser:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(f"{base}/{catlas.model}/1-mlp/3")
+            page.fill("#header-search-q", PARAPHRASE)
+            page.press("#header-search-q", "Enter")
+            page.wait_for_selector("#xsearch-results", timeout=60_000)
+            assert "/search/explanations?q=" in page.url
+            first = page.locator("tr.xsearch-hit").first
+            assert PLANTED in first.inner_text()
+            first.locator("a").click()
+            page.wait_for_url(f"**/{catlas.model}/1-mlp/2")
+            assert errors == []

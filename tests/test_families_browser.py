@@ -5,26 +5,20 @@ error. Skipped where /usr/bin/chromium or playwright is missing."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.test_web_browser import CHROMIUM, browser  # noqa: F401  (the shared browser fixture)
-from tests.test_web_serve import free_port
+from tests.browser import browser_fixture, needs_chromium, serve  # noqa: F401 (the `browser` fixture)
 from tests.web_atlas import SeededAtlas, seed_atlas
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, SeededAtlas]]:
     """A private seeded atlas (an explanation planted on latent 0, a whitespace token among its
     promoted tokens) served by uvicorn in a thread."""
-    import uvicorn
-
     from latentpedia.store import Store
     from latentpedia.web import create_app
 
@@ -37,19 +31,11 @@ def served(tmp_path_factory) -> Iterator[tuple[str, SeededAtlas]]:
     vocab[int(store.get_latent(source.id, 0)["logits"]["pos"][1][0])] = "ĊĊ"  # two newlines
     store.set_vocab(atlas.model, vocab)
     store.close()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(atlas.url), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", atlas
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(atlas.url)) as base:
+        yield base, atlas
 
 
-def _open(browser, url: str):  # noqa: F811
+def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
@@ -57,7 +43,7 @@ def _open(browser, url: str):  # noqa: F811
     return page, errors
 
 
-def test_feature_page_leads_with_the_explanation(served, browser):  # noqa: F811
+def test_feature_page_leads_with_the_explanation(served, browser):
     base, atlas = served
     page, errors = _open(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/0")
     top = {name: page.locator(selector).first.bounding_box()["y"]
@@ -79,7 +65,7 @@ def test_feature_page_leads_with_the_explanation(served, browser):  # noqa: F811
     page.close()
 
 
-def test_family_page_renders(served, browser):  # noqa: F811
+def test_family_page_renders(served, browser):
     base, atlas = served
     page, errors = _open(browser, f"{base}/{atlas.model}/{atlas.sources[0]}/0/family")
     assert page.locator("#family-tree .fam-card").first.is_visible()

@@ -6,52 +6,29 @@ moderation. Skipped where /usr/bin/chromium or playwright is missing."""
 from __future__ import annotations
 
 import re
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from latentpedia.store.api import Store
 from latentpedia.store.game import GameStore
+from tests.browser import browser_fixture, needs_chromium, serve  # noqa: F401 (the `browser` fixture)
 from tests.community_fixtures import PASSWORD
 from tests.conftest import BACKENDS
 from tests.test_game import GameAtlas, game_atlas
-from tests.test_web_serve import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def served(request, tmp_path_factory) -> Iterator[tuple[str, GameAtlas]]:
-    import uvicorn
-
     from latentpedia.web import create_app
 
     with game_atlas(request.param, request, tmp_path_factory) as gatlas:
         app = create_app(gatlas.url)
         app.state.signup = "invite"
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", gatlas
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield launched
-        launched.close()
+        with serve(app) as base:
+            yield base, gatlas
 
 
 def _invite(url: str) -> str:

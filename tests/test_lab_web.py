@@ -4,9 +4,6 @@ metrics run for real on the tiny model, and both pages rendered by Chromium with
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +14,10 @@ from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from latentpedia.web.compute import COMPUTE_EXTENSION
 from latentpedia.web.ratelimit import RateLimiter
+from tests.browser import chromium, needs_chromium, serve
 
 PAYLOAD = "<script>alert(1)</script>"
 SMALL_TOY = {"n_features": 12, "n_hidden": 3, "steps": 150, "sparsity": 0.9}
-CHROMIUM = "/usr/bin/chromium"
 
 
 def seed_benchmarks(url: str) -> None:
@@ -188,46 +185,29 @@ def test_saebench_refuses_unknown_metrics_and_sources(tiny_sae_atlas):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[str]:
-    import uvicorn
-
-    from tests.test_web_serve import free_port
-
     url = f"sqlite:///{Path(tmp_path_factory.mktemp('served')) / 'atlas.db'}"
     seed_benchmarks(url)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(url), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(url)) as base:
+        yield base
 
 
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+@needs_chromium
 def test_lab_pages_render_in_chromium(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-            page.on("dialog", lambda dialog: (errors.append(dialog.message), dialog.dismiss()))
-            page.goto(f"{served}/benchmarks")
-            assert page.locator("#bench-table tbody tr").count() == 2
-            assert page.locator("svg.chart circle.point").count() == 5
-            box = page.locator("svg.chart").first.bounding_box()
-            assert box and box["width"] > 200 and box["height"] > 100  # the plots are laid out, not collapsed
-            page.goto(f"{served}/toy?n_features=12&n_hidden=3&steps=150&sparsity=0.9")
-            assert page.locator("#toy-staircase svg circle.point").count() > 0
-            page.fill("input[name=n_hidden]", "4")
-            page.click("#toy-form button")
-            page.wait_for_url("**n_hidden=4**")
-            assert page.locator("#toy-geometry tbody tr").count() >= 10
-            assert errors == []
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+        page.on("dialog", lambda dialog: (errors.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{served}/benchmarks")
+        assert page.locator("#bench-table tbody tr").count() == 2
+        assert page.locator("svg.chart circle.point").count() == 5
+        box = page.locator("svg.chart").first.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 100  # the plots are laid out, not collapsed
+        page.goto(f"{served}/toy?n_features=12&n_hidden=3&steps=150&sparsity=0.9")
+        assert page.locator("#toy-staircase svg circle.point").count() > 0
+        page.fill("input[name=n_hidden]", "4")
+        page.click("#toy-form button")
+        page.wait_for_url("**n_hidden=4**")
+        assert page.locator("#toy-geometry tbody tr").count() >= 10
+        assert errors == []
