@@ -49,7 +49,7 @@ def run_saedashboard(model_dir: Path, sae_dir: Path, windows: Path, cache_dir: P
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
     from sae_lens import SAE, HookedSAETransformer
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     rope_theta = AutoConfig.from_pretrained(model_dir).rope_theta
     original = loading.get_pretrained_model_config
@@ -60,8 +60,9 @@ def run_saedashboard(model_dir: Path, sae_dir: Path, windows: Path, cache_dir: P
         return cfg
 
     loading.get_pretrained_model_config = with_rope_theta
-    hf = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    # the copy was saved by our transformers 5, whose tokenizer class 4.x does not know: read its tokenizer.json
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), eos_token="<|endoftext|>")
     model = HookedSAETransformer.from_pretrained_no_processing(str(model_dir), hf_model=hf, tokenizer=tokenizer, device="cpu", dtype=torch.float32)
     sae = SAE.load_from_disk(str(sae_dir), device="cpu")
     tokens = torch.from_numpy(np.load(windows)).long()
