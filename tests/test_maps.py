@@ -8,12 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +22,13 @@ from latentpedia.dashboards.maps import MapConfig, cluster, embed, unit_directio
 from latentpedia.dashboards.pipeline import BuildRequest, build
 from latentpedia.store.api import Store
 from latentpedia.web import create_app
+from tests.browser import CHROMIUM, chromium, chromium_installed, serve
 from tests.community_fixtures import CommunityAtlas, community_atlas
 from tests.conftest import BACKENDS
 from tests.sae_builders import random_sae, write_saelens
-from tests.test_web_serve import free_port
 from tests.tiny import D_MLP, D_MODEL, tiny_llama
 
 SOURCE = "1-mlp"
-CHROMIUM = "/usr/bin/chromium"
 N_TOKENS = 3000
 
 
@@ -342,9 +338,8 @@ N_SYNTH = 65_536
 def served(request, tmp_path_factory) -> Iterator[tuple[str, CommunityAtlas]]:
     """A private SQLite copy of the seeded atlas with accounts and a synthetic 65,536-latent
     source that has only a map, served by uvicorn in a thread."""
-    if shutil.which(CHROMIUM) is None:
+    if not chromium_installed():
         pytest.skip(f"{CHROMIUM} is not installed")
-    import uvicorn
 
     with community_atlas("sqlite", request, tmp_path_factory) as found:
         store = Store.open(found.url)
@@ -353,26 +348,14 @@ def served(request, tmp_path_factory) -> Iterator[tuple[str, CommunityAtlas]]:
         xy = rng.normal(size=(N_SYNTH, 2)) * [3.0, 1.5]
         store.write_map(pk, xy, rng.integers(0, 30, N_SYNTH), {"method": "synthetic", "bounds": [float(xy[:, 0].min()), float(xy[:, 0].max()), float(xy[:, 1].min()), float(xy[:, 1].max())]})
         store.close()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(found.url, private=False), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", found
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serve(create_app(found.url, private=False)) as base:
+            yield base, found
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        # software WebGL (SwiftShader): scattergl needs a WebGL context, headless has no GPU
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+    with chromium(webgl=True) as launched:  # scattergl needs a WebGL context; headless has no GPU
         yield launched
-        launched.close()
 
 
 class MapTab:
