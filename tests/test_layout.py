@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("dashboards",),
     ("train", "interp", "experiments", "exchange"),
-    ("lab", "jobs"),
+    ("lab",),
+    ("jobs",),  # jobs run the work of every layer below (the demo's stages include lab's matching)
     ("web",),
     ("cli",),
 )
