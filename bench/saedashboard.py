@@ -60,6 +60,8 @@ def run_saedashboard(model_dir: Path, sae_dir: Path, windows: Path, cache_dir: P
         return cfg
 
     loading.get_pretrained_model_config = with_rope_theta
+    official = loading.get_official_model_name  # SmolLM2 is not in its list: a local folder is its own name
+    loading.get_official_model_name = lambda name: name if Path(name).exists() else official(name)
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     # the copy was saved by our transformers 5, whose tokenizer class 4.x does not know: read its tokenizer.json
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), eos_token="<|endoftext|>")
