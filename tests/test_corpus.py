@@ -9,7 +9,7 @@ import pytest
 
 from latentpedia.corpus.default import Document, default_documents, interleave, pydoc_documents
 from latentpedia.corpus.readers import read_corpus
-from latentpedia.corpus.windows import pack_windows
+from latentpedia.corpus.windows import TokenizedCorpus, pack_windows
 from latentpedia.errors import InvalidInputError
 
 
@@ -151,7 +151,7 @@ def test_a_broken_cache_entry_is_tokenized_again(tiny_model, tmp_path, monkeypat
     entry.write_bytes(b"not an npz file")
     again = corpora.prepare_corpus(tiny_model, text, n_tokens=500, window_len=32)
     assert np.array_equal(again.windows, first.windows)
-    assert cache.load(entry.stem) is not None  # rewritten
+    assert cache.load(entry.stem, TokenizedCorpus) is not None  # rewritten
 
 
 def test_the_default_corpus_from_the_cache_equals_a_fresh_read(tiny_model, tmp_path, monkeypatch):

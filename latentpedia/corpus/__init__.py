@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from latentpedia.corpus import cache
-from latentpedia.corpus.default import DEFAULT_SEED, default_documents, interleave
+from latentpedia.corpus.default import DEFAULT_SEED, default_documents, interleave, stdlib_files
 from latentpedia.corpus.readers import read_corpus
 from latentpedia.corpus.windows import TokenizedCorpus, check_window_budget, pack_windows
 
@@ -57,7 +57,7 @@ def prepare_corpus(
         return pack_windows(docs, tokenizer_fn(model), window_len=window_len, max_tokens=n_tokens, origin=origin,
                             bos_id=settings["bos_id"], sep_id=settings["sep_id"])  # fmt: skip
 
-    result = cache.cached(_cache_key(model, corpus, default, seed, text_field, settings), tokenize)
+    result = cache.cached(_cache_key(model, corpus, default, seed, text_field, settings), tokenize, TokenizedCorpus)
     result.spec = {**spec, "model": model.id, "window_len": window_len, "max_tokens": n_tokens}
     return result
 
@@ -66,8 +66,15 @@ def _cache_key(model: LoadedModel, corpus: str | Path, default: bool, seed: int,
     """The corpus cache key, or None (not cached) for a path that does not exist: reading it
     then raises the error the user should see."""
     if default:
-        return cache.corpus_key(DEFAULT_CORPUS, cache.default_corpus_files(), model.tokenizer, seed=seed, **settings)
+        return cache.corpus_key(DEFAULT_CORPUS, default_corpus_files(), model.tokenizer, seed=seed, **settings)
     if not Path(corpus).exists():
         return None
     path = str(Path(corpus).resolve())
     return cache.corpus_key(path, cache.corpus_files(corpus), model.tokenizer, text_field=text_field, **settings)
+
+
+def default_corpus_files() -> list[Path]:
+    """The files the default corpus is read from: the standard library's and pydoc's topics."""
+    import pydoc_data.topics
+
+    return [*stdlib_files(), Path(pydoc_data.topics.__file__)]

@@ -27,11 +27,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentpedia.corpus.windows import TokenizedCorpus
+if TYPE_CHECKING:  # the windows module reads documents; this one stays below both (no import loop)
+    from latentpedia.corpus.windows import TokenizedCorpus
 
 FORMAT_VERSION = 1
 MAX_ENTRIES = 16
@@ -74,9 +75,7 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
 
 def code_fingerprint() -> str:
     """sha256 of the modules that turn documents into windows: a change to them is a new corpus."""
-    from latentpedia.corpus import default, readers, windows
-
-    return files_fingerprint(Path(module.__file__) for module in (default, readers, windows))
+    return files_fingerprint(Path(__file__).with_name(name) for name in ("default.py", "readers.py", "windows.py"))
 
 
 def corpus_files(corpus: str | Path) -> list[Path]:
@@ -85,15 +84,6 @@ def corpus_files(corpus: str | Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file())
     return [path]
-
-
-def default_corpus_files() -> list[Path]:
-    """The files the default corpus is read from: the standard library's and pydoc's topics."""
-    import pydoc_data.topics
-
-    from latentpedia.corpus.default import stdlib_files
-
-    return [*stdlib_files(), Path(pydoc_data.topics.__file__)]
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -109,8 +99,8 @@ def corpus_key(corpus: str, files: list[Path], tokenizer: Any, **settings: Any) 
     })  # fmt: skip
 
 
-def load(key: str) -> TokenizedCorpus | None:
-    """The cached corpus of `key`, or None (missing or unreadable)."""
+def load(key: str, build: Callable[[np.ndarray, dict], TokenizedCorpus]) -> TokenizedCorpus | None:
+    """The cached corpus of `key` made by `build(windows, composition)`, or None (missing or unreadable)."""
     path = cache_dir() / f"{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -119,7 +109,7 @@ def load(key: str) -> TokenizedCorpus | None:
     except (OSError, KeyError, ValueError):
         return None
     os.utime(path)  # most recently used: kept longest
-    return TokenizedCorpus(windows, composition)
+    return build(windows, composition)
 
 
 def save(key: str, corpus: TokenizedCorpus) -> None:
@@ -167,9 +157,10 @@ def cached_documents(key: str, make: Callable[[], tuple[list, list]], document: 
     return made
 
 
-def cached(key: str | None, make: Callable[[], TokenizedCorpus]) -> TokenizedCorpus:
-    """The corpus of `key` from the cache, else `make()` kept under `key` (None: not cached)."""
-    found = load(key) if key is not None else None
+def cached(key: str | None, make: Callable[[], TokenizedCorpus], build: Callable[[np.ndarray, dict], TokenizedCorpus]) -> TokenizedCorpus:
+    """The corpus of `key` from the cache (made by `build(windows, composition)`), else `make()`
+    kept under `key` (None: not cached)."""
+    found = load(key, build) if key is not None else None
     if found is not None:
         return found
     corpus = make()
