@@ -27,12 +27,20 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-if TYPE_CHECKING:  # the windows module reads documents; this one stays below both (no import loop)
-    from latentpedia.corpus.windows import TokenizedCorpus
+
+class Windows(Protocol):
+    """What is kept of a tokenized corpus (corpus/windows.py's TokenizedCorpus; this module
+    imports no other corpus module, so the default corpus can use it without an import loop)."""
+
+    windows: np.ndarray
+    composition: dict
+
+
+TokenizedCorpus = TypeVar("TokenizedCorpus", bound=Windows)
 
 FORMAT_VERSION = 1
 MAX_ENTRIES = 16
