@@ -61,7 +61,7 @@ demo: install
 
 test: install oracle circuit-oracle
 	PYTHONPATH=. $(ORACLE)/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_sources_oracle.py tests/test_train_oracle.py
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
