@@ -75,6 +75,9 @@ def stage_times(base: str) -> list[tuple[str, str, float]]:
     rows, previous = [], None
     for job in reversed(json.loads(body)["jobs"]):
         if job["kind"] == "demo":
+            if job["status"] == "queued":  # not started: no time of its own yet
+                rows.append((job["target"], job["status"], 0.0))
+                continue
             end = datetime.fromisoformat(job["updated_at"])
             begin = previous or datetime.fromisoformat(job["created_at"])
             rows.append((job["target"], job["status"], (end - begin).total_seconds()))
