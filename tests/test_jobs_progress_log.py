@@ -82,9 +82,9 @@ def test_explain_runs_print_latents_done(monkeypatch, capsys):
     from latentpedia.interp.pipeline import _progress
 
     monkeypatch.setenv("LATENTPEDIA_PROGRESS_SECONDS", "0")
-    with _progress(True, "explain 1-mlp", 30) as (bar, task):
+    with _progress(True, "explain 1-mlp", 30) as progress:
         for _ in range(3):
-            bar.update(task, advance=10)
+            progress.advance(10)
     lines = parse(capsys.readouterr().err)
     assert [row["done"] for row in lines][-1] == 30 and lines[0]["unit"] == "latents"
 
