@@ -8,20 +8,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from latentpedia.web.deps import StoreDep, TokenTextDep, token_text_for
+from latentpedia.web.featurehtml import feature_html as feature_html_cache
 from latentpedia.web.featurejson import feature_json as feature_json_cache
-from latentpedia.web.pages import feature_page_data
 from latentpedia.web.pages.common import feature_url, source_record
 from latentpedia.web.render import render_page
 from latentpedia.web.schemas import ErrorBody, FeaturePage
 
 router = APIRouter(tags=["atlas"])
 NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown model, source or latent"}}
-
-
-def _page(request: Request, store, texts, model: str, source: str, index: int) -> FeaturePage:
-    """The page data, read through the app's `FeatureReader` (shared with the JSON's cache)."""
-    reader = feature_json_cache(request.app.state).reader
-    return feature_page_data(store, model, source, index, token_text_for(store, texts, model), reader=reader)
 
 
 @router.get("/api/feature/{model}/{source}/{index}", response_model=FeaturePage, responses=NOT_FOUND, summary="A latent's dashboard")
@@ -47,9 +41,11 @@ EMBED_HEADERS = {"content-security-policy": "frame-ancestors *"}  # embeds may b
 @router.get("/{model}/{source}/{index}", response_class=HTMLResponse, include_in_schema=False)
 def feature_html(request: Request, model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep, embed: bool = False) -> HTMLResponse:
     """The dashboard; `?embed=true` (Neuronpedia's): its panels and examples alone, no header,
-    footer or forms, framable by other sites."""
-    page = _page(request, store, texts, model, source, index)
-    response = render_page(request, "feature.html", page, page.api_url, embed=embed)
+    footer or forms, framable by other sites. The examples and panels come from the HTML cached
+    per latent and build, the rest is rendered per request (web/featurehtml.py)."""
+    state = request.app.state
+    page, parts = feature_html_cache(state).page(store, token_text_for(store, texts, model), state.templates.env, model, source, index)
+    response = render_page(request, "feature.html", page, page.api_url, embed=embed, parts=parts)
     if embed:
         response.headers.update(EMBED_HEADERS)
     return response
