@@ -20,17 +20,16 @@ import os
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import bindparam, exists, select
 
 from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
-from latentpedia.store.community_schema import Comment, Explanation
 from latentpedia.web.errors import error_body
 from latentpedia.web.featurebytes import activations_json
 from latentpedia.web.pages.common import NotFoundError
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.pages.families import neighbour_explanations, neighbour_fields
 from latentpedia.web.pages.feature import COMMUNITY_FIELDS, feature_page
+from latentpedia.web.map_schemas import MapPosition
 from latentpedia.web.pages.maps import map_position
 from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, LRUCache, ObjectIds, WindowTokens
 from latentpedia.web.schemas import Activation, FeaturePage
@@ -40,10 +39,6 @@ _COMMENTS = TypeAdapter(FeaturePage.model_fields["comments"].annotation)
 _NEIGHBOURS = TypeAdapter(FeaturePage.model_fields["neighbours"].annotation)
 _CONTINUES = TypeAdapter(FeaturePage.model_fields["continues_as"].annotation)
 _WINDOW_FIELDS = frozenset({"tokens", "token_ids"})
-_COMMUNITY = select(
-    exists().where(Explanation.source_id == bindparam("sid"), Explanation.latent_index == bindparam("idx")),
-    exists().where(Comment.source_id == bindparam("sid"), Comment.latent_index == bindparam("idx")),
-)
 
 
 class FeatureJson:
@@ -57,28 +52,44 @@ class FeatureJson:
         self._ids = ObjectIds(self.static.clear)
 
     def body(self, store: Store, text: TokenText, model: str, source: str, index: int) -> bytes:
-        """The feature JSON of latent `index` (NotFoundError like `feature_page_data`); the
-        static part is read and dumped on the connection that looked the source up."""
-        with store.engine.connect() as conn:
-            entry = self.reader.source(conn, store, model, source)
-            matched = (entry.record.meta or {}).get("matches_at")  # neighbours/matches recomputed (store/families.py)
-            key = (self._ids(store), self._ids(text), entry.record.id, entry.record.built_at, matched, index)
-            cached = self.static.get(key)
-            if cached is None:
-                inputs = self.reader.latent_inputs(conn, store, entry, index, text)
-                cached = (latent_json(inputs), inputs.matches)
-                self.static.put(key, cached, len(cached[0]))
-            static, matches = cached
-            has_explanations, has_comments = conn.execute(_COMMUNITY, {"sid": entry.record.id, "idx": index}).one()
-            position = map_position(conn, entry.record, index)
-            explained = neighbour_explanations(store, entry.record, index, matches, conn=conn)
+        """The feature JSON of latent `index` (NotFoundError like `feature_page_data`): one
+        read of the store (one statement on PostgreSQL) unless it has explanations, comments
+        or neighbours, whose explanations are read fresh."""
+        prefix = (self._ids(store), self._ids(text))
+        found = self.reader.read_latent(store, model, source, index, text, lambda entry: self.static.get((*prefix, id(entry), index)) is not None)
+        entry, rows = found.entry, found.rows
+        cached = self.static.get((*prefix, id(entry), index))
+        if cached is None:
+            inputs = found.inputs or self.reader.read(store, model, source, index, text)  # evicted since the read: rare
+            where = map_position(_KnownRow(rows.map_row), inputs.source.record, index) if found.inputs else _map_of(store, inputs)
+            cached = (inputs.source, latent_json(inputs), inputs.matches, where.model_dump_json().encode() if where else b"null")
+            self.static.put((*prefix, id(inputs.source), index), cached, len(cached[1]))  # the entry in the value keeps its id unique
+        entry, static, matches, where = cached
+        explained = neighbour_explanations(store, entry.record, index, matches)
         near = neighbour_fields(entry.record, index, matches, explained)
-        explanations = _EXPLANATIONS.dump_json(explanations_for(store, entry.record.id, index)) if has_explanations else b"[]"
-        comments = _COMMENTS.dump_json(comments_for(store, entry.record.id, index)) if has_comments else b"[]"
-        where = position.model_dump_json().encode() if position is not None else b"null"
+        explanations = _EXPLANATIONS.dump_json(explanations_for(store, entry.record.id, index)) if rows.has_explanations else b"[]"
+        comments = _COMMENTS.dump_json(comments_for(store, entry.record.id, index)) if rows.has_comments else b"[]"
         return b"".join((static[:-1], b',"source":', entry.info_json, b',"explanations":', explanations,
                          b',"comments":', comments, b',"map":', where, b',"neighbours":', _NEIGHBOURS.dump_json(near["neighbours"]),
                          b',"continues_as":', _CONTINUES.dump_json(near["continues_as"]), b"}"))  # fmt: skip
+
+
+class _KnownRow:
+    """A connection stand-in whose every query answers `row` (the latent's map row, already read)."""
+
+    def __init__(self, row: Any):
+        self.row = row
+
+    def execute(self, *_args: Any) -> _KnownRow:
+        return self
+
+    def first(self) -> Any:
+        return self.row
+
+
+def _map_of(store: Store, inputs: FeatureInputs) -> MapPosition | None:
+    with store.engine.connect() as conn:
+        return map_position(conn, inputs.source.record, inputs.index)
 
 
 def latent_json(inputs: FeatureInputs) -> bytes:

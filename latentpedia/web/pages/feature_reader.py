@@ -1,9 +1,11 @@
 """What a feature page is made of, read from the store fast: the source's record, one latent's
 statistics, its examples and the tokens of their corpus windows.
 
-Statements are built once (building a select costs more than running it on SQLite) and run on
-one connection. The decoded tokens of each corpus window are cached (many latents' examples share
-windows), as is each source row's record and public view. One `FeatureReader` per app, shared by
+The rows come from store/feature_rows.py: plain SQL on the driver's connection, one statement
+on PostgreSQL (the source row, the latent's, its examples, matches and map position, and whether
+it has explanations or comments). The decoded tokens of each corpus window are cached (many
+latents' examples share windows), as is each source row's record and public view, keyed by the
+row as read, so a changed row (rebuild, new metadata) is seen on the next request. One `FeatureReader` per app, shared by
 the HTML page and the JSON (web/featurejson.py makes it), so both see the same inputs.
 """
 
@@ -24,9 +26,10 @@ from latentpedia.engine.tokens import TokenText
 from latentpedia.store import codec
 from latentpedia.store.api import Store
 from latentpedia.store.base import to_record
-from latentpedia.store.families import LATENT_MATCHES, MatchRow, match_rows
+from latentpedia.store.families import MatchRow, match_rows
+from latentpedia.store.feature_rows import FeatureRows, dbapi_connection, read_feature_rows, window_rows
 from latentpedia.store.records import SourceRecord
-from latentpedia.store.schema import Corpus, Example, Latent, Source, Window
+from latentpedia.store.schema import Corpus, Source
 from latentpedia.web.pages.common import NotFoundError, source_record, source_info
 from latentpedia.web.schemas import SourceInfo
 
@@ -35,13 +38,6 @@ _SOURCE = (
     .outerjoin(Corpus, Corpus.id == Source.corpus_id)
     .where(Source.model_id == bindparam("model"), Source.name == bindparam("name"))
 )
-_LATENT = select(Latent.__table__).where(Latent.source_id == bindparam("sid"), Latent.idx == bindparam("idx"))
-_EXAMPLES = (
-    select(Example.kind, Example.group, Example.window, Example.max_value, Example.max_pos, Example.positions, Example.values)
-    .where(Example.source_id == bindparam("sid"), Example.latent == bindparam("idx"))
-    .order_by(Example.kind, Example.group, Example.rank)
-)
-_WINDOWS = select(Window.idx, Window.tokens).where(Window.corpus_id == bindparam("cid"), Window.idx.in_(bindparam("idxs", expanding=True)))
 _INTS, _STRINGS = TypeAdapter(list[int]), TypeAdapter(list[str])
 BYTES_PER_CACHED_TOKEN = 64  # an id object, two list slots and both JSON texts; the strings belong to the TokenText
 MAX_CACHED_SOURCES = 1000
@@ -151,31 +147,60 @@ class FeatureInputs:
     matches: list[MatchRow] = ()  # neighbours and matches in other sources (store/families.py)
 
 
+class FeatureRead(NamedTuple):
+    """What `FeatureReader.read_latent` found: the source, the rows read and, if they were read
+    in full, the latent's inputs."""
+
+    entry: SourceEntry
+    rows: FeatureRows
+    inputs: FeatureInputs | None
+
+
 class FeatureReader:
     """Reads `FeatureInputs` (see the module doc); `window_cache_bytes` bounds the window cache."""
 
     def __init__(self, window_cache_bytes: int = 64 << 20):
         self.windows = LRUCache(window_cache_bytes)
-        self._sources: dict[str, SourceEntry] = {}
-        self._ids = ObjectIds(self.windows.clear)
+        self._sources: dict[Any, SourceEntry] = {}
+        self._last: dict[tuple[int, str, str], SourceEntry] = {}  # the entry each (store, model, name) had last
+        self._ids = ObjectIds(self._forget)
+
+    def _forget(self) -> None:
+        self.windows.clear()
+        self._sources.clear()
+        self._last.clear()
 
     def read(self, store: Store, model: str, source: str, index: int, text: TokenText | None = None) -> FeatureInputs:
         """The inputs of latent `index` of `model`/`source`; NotFoundError naming what is unknown.
         `text` decodes token ids (default: built from the model's stored vocabulary)."""
-        with store.engine.connect() as conn:
-            return self.latent_inputs(conn, store, self.source(conn, store, model, source), index, text)
+        found = self.read_latent(store, model, source, index, text)
+        assert found.inputs is not None
+        return found.inputs
+
+    def read_latent(self, store: Store, model: str, source: str, index: int, text: TokenText | None = None,
+                    static_cached: Callable[[SourceEntry], bool] | None = None) -> FeatureRead:  # fmt: skip
+        """The source entry and rows of latent `index` in one pass over the store (one statement
+        on PostgreSQL, store/feature_rows.py), NotFoundError naming what is unknown. The rows are
+        read in full (with the latent's inputs) unless `static_cached(entry)` says the caller
+        holds the latent's static part for the source as it now is: then only the source row and
+        the community flags are read (and the inputs are None)."""
+        last_key = (self._ids(store), model, source)
+        with dbapi_connection(store.engine) as conn:
+            guess = self._last.get(last_key)
+            full = static_cached is None or guess is None or not static_cached(guess)
+            rows = read_feature_rows(conn, store.dialect, model, source, index, full=full)
+            entry = self._entry(store, model, source, rows)
+            if not full and entry is not guess and not static_cached(entry):  # the source changed meanwhile
+                full, rows = True, read_feature_rows(conn, store.dialect, model, source, index, full=True)
+                entry = self._entry(store, model, source, rows)
+            self._last[last_key] = entry
+            inputs = self._inputs(conn, store, entry, rows, index, text) if full else None
+        return FeatureRead(entry, rows, inputs)
 
     def latent_inputs(self, conn: Any, store: Store, entry: SourceEntry, index: int, text: TokenText | None = None) -> FeatureInputs:
-        """`read` for a source already looked up on `conn`."""
-        record = entry.record
-        latent = conn.execute(_LATENT, {"sid": record.id, "idx": index}).first()
-        if latent is None or not 0 <= index < record.d_sae:
-            raise NotFoundError(f"source {record.name!r} of {record.model_id!r} has no built latent {index} (latents 0..{record.d_sae - 1})")
-        examples = [_stored_example(row) for row in conn.execute(_EXAMPLES, {"sid": record.id, "idx": index})]
-        text = text or TokenText(store.get_vocab(record.model_id))
-        windows = self._windows(conn, store, entry, {e.window for e in examples}, text)
-        matches = match_rows(conn.execute(LATENT_MATCHES, {"sid": record.id, "idx": index}))
-        return FeatureInputs(entry, index, latent, examples, windows, text, matches)
+        """`read` for a source already looked up (`conn` is not used: the rows are read on a
+        DBAPI connection of their own)."""
+        return self.read(store, entry.record.model_id, entry.record.name, index, text)
 
     def source(self, conn: Any, store: Store, model: str, name: str) -> SourceEntry:
         """The source `name` of `model` (NotFoundError naming what is unknown), cached by its row."""
@@ -193,8 +218,33 @@ class FeatureReader:
             entry = self._sources[key] = SourceEntry(record, info, info.model_dump_json().encode(), (row.corpus_id, row.corpus_hash))
         return entry
 
+    def _entry(self, store: Store, model: str, name: str, rows: FeatureRows) -> SourceEntry:
+        """The cached entry of the source row `rows` carry; made (through `source`) when the row is new."""
+        if rows.source_key is None:
+            source_record(store, model, name)  # raises NotFoundError naming what is unknown
+            raise NotFoundError(f"model {model!r} has no source {name!r}")  # it vanished meanwhile
+        key = (self._ids(store), rows.source_key)
+        entry = self._sources.get(key)
+        if entry is None:
+            with store.engine.connect() as conn:
+                entry = self.source(conn, store, model, name)
+            if len(self._sources) >= MAX_CACHED_SOURCES:
+                self._sources.clear()
+            self._sources[key] = entry
+        return entry
+
+    def _inputs(self, conn: Any, store: Store, entry: SourceEntry, rows: FeatureRows, index: int, text: TokenText | None) -> FeatureInputs:
+        record = entry.record
+        if rows.latent is None or not 0 <= index < record.d_sae:
+            raise NotFoundError(f"source {record.name!r} of {record.model_id!r} has no built latent {index} (latents 0..{record.d_sae - 1})")
+        examples = [_stored_example(row) for row in rows.examples]
+        text = text or TokenText(store.get_vocab(record.model_id))
+        windows = self._windows(conn, store, entry, {e.window for e in examples}, text)
+        return FeatureInputs(entry, index, rows.latent, examples, windows, text, match_rows(rows.matches))
+
     def _windows(self, conn: Any, store: Store, entry: SourceEntry, wanted: set[int], text: TokenText) -> dict[int, WindowTokens]:
-        """{window index: its tokens} of the source's corpus, read only for windows not cached."""
+        """{window index: its tokens} of the source's corpus, read (on the DBAPI connection
+        `conn`) only for windows not cached."""
         prefix = (self._ids(store), self._ids(text), *entry.corpus)
         found, missing = {}, []
         for idx in sorted(wanted):
@@ -204,7 +254,7 @@ class FeatureReader:
             else:
                 found[idx] = cached
         if missing and entry.record.corpus_id is not None:
-            for idx, blob in conn.execute(_WINDOWS, {"cid": entry.record.corpus_id, "idxs": missing}):
+            for idx, blob in window_rows(conn, store.dialect, entry.record.corpus_id, missing):
                 ids = codec.decode_array(blob, codec.TOKEN_DTYPE).tolist()
                 window = found[idx] = WindowTokens(ids, text.many(ids))
                 self.windows.put((*prefix, idx), window, BYTES_PER_CACHED_TOKEN * len(ids))

@@ -1,0 +1,220 @@
+"""What a feature page reads about one latent, in the fewest statements, on the DBAPI connection.
+
+    with dbapi_connection(store.engine) as conn:
+        rows = read_feature_rows(conn, store.dialect, model, source, index, full=True)
+
+`full=True` (a cache miss) reads the source row, the latent's statistics, its examples, its
+matches and whether it has explanations or comments; `full=False` (the latent's static part is
+cached) only the source row and those community flags. PostgreSQL answers either in ONE
+statement (one round trip: the examples and matches aggregated into arrays by LATERAL joins);
+SQLite in one (`full=False`) or three (head row, examples, matches). Statements are plain SQL
+strings run on the driver's connection: sqlite3 keeps them prepared in its statement cache,
+psycopg prepares them after a few runs, and neither pays SQLAlchemy's per-statement cost (about
+as much as SQLite's own work for these reads).
+
+The source row comes back as a tuple of plain values (`source_key`) that says whether a cached
+view of the source is still the row's: any change of the row (a rebuild, new metadata, a map or
+matches recomputed, which stamp `meta`) changes the tuple.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from sqlalchemy import Engine
+
+MAX_INDEX = 2**31 - 1  # the column type's range: a larger index is no latent (and no bind error)
+
+_SOURCE_COLUMNS = (
+    "s.id, s.model_id, s.name, s.kind, s.hook_name, s.layer, s.d_in, s.d_sae, s.corpus_id, s.status, s.n_tokens, "
+    "s.format, s.path, {meta}, s.created_at, s.built_at, c.content_hash"
+)
+_N_SOURCE = 17
+_LATENT_COLUMNS = "l.idx IS NOT NULL, l.max_act, l.frac_nonzero, l.mean_act, l.hist, l.logits, l.aligned, l.correlated, p.x, p.y, p.cluster"
+_N_LATENT = 11  # "is built", 7 statistics, the map position (x, y, cluster)
+_FLAGS = (
+    "EXISTS (SELECT 1 FROM explanations x WHERE x.source_id = s.id AND x.latent_index = {idx}), "
+    "EXISTS (SELECT 1 FROM comments m WHERE m.source_id = s.id AND m.latent_index = {idx})"
+)
+_FROM = "FROM sources s LEFT JOIN corpora c ON c.id = s.corpus_id"
+_LATENT_JOIN = (" LEFT JOIN latents l ON l.source_id = s.id AND l.idx = {idx}"
+                " LEFT JOIN latent_maps p ON p.source_id = s.id AND p.idx = {idx}")
+_WHERE = " WHERE s.model_id = {model} AND s.name = {name}"
+_EXAMPLE_ORDER = 'e.kind, e."group", e.rank'
+_MATCH_ORDER = "o.layer, o.d_sae, o.name, m.method"
+
+
+def _sqlite_sql() -> tuple[str, str, str, str]:
+    p = {"idx": ":idx", "model": ":model", "name": ":name"}
+    source = _SOURCE_COLUMNS.format(meta="s.meta")
+    head = f"SELECT {source}, {_FLAGS.format(**p)} {_FROM}{_WHERE.format(**p)}"
+    full = f"SELECT {source}, {_FLAGS.format(**p)}, {_LATENT_COLUMNS} {_FROM}{_LATENT_JOIN.format(**p)}{_WHERE.format(**p)}"
+    examples = ('SELECT e.kind, e."group", e."window", e.max_value, e.max_pos, e.positions, e."values" FROM examples e '
+                f"WHERE e.source_id = ? AND e.latent = ? ORDER BY {_EXAMPLE_ORDER}")  # fmt: skip
+    matches = ("SELECT m.other_id, o.name, o.layer, o.hook_name, m.method, m.indices, m.\"values\" FROM latent_matches m "
+               f"JOIN sources o ON o.id = m.other_id WHERE m.source_id = ? AND m.idx = ? ORDER BY {_MATCH_ORDER}")  # fmt: skip
+    return head, full, examples, matches
+
+
+def _postgresql_sql() -> tuple[str, str]:
+    p = {"idx": "%(idx)s", "model": "%(model)s", "name": "%(name)s"}
+    source = _SOURCE_COLUMNS.format(meta="s.meta::text")
+    head = f"SELECT {source}, {_FLAGS.format(**p)} {_FROM}{_WHERE.format(**p)}"
+    aggregated = ", ".join(f"array_agg({c} ORDER BY {_EXAMPLE_ORDER}) AS {n}" for c, n in (
+        ("e.kind", "kinds"), ('e."group"', "groups"), ('e."window"', "windows"), ("e.max_value", "max_values"),
+        ("e.max_pos", "max_pos"), ("e.positions", "positions"), ('e."values"', "vals")))  # fmt: skip
+    examples = (f" LEFT JOIN LATERAL (SELECT {aggregated} FROM examples e WHERE e.source_id = s.id AND e.latent = %(idx)s) ex ON true")
+    matches = (" LEFT JOIN LATERAL (SELECT json_agg(json_build_array(m.other_id, o.name, o.layer, o.hook_name, m.method, "
+               f"m.indices, m.\"values\") ORDER BY {_MATCH_ORDER}) AS found FROM latent_matches m JOIN sources o ON o.id = m.other_id "
+               "WHERE m.source_id = s.id AND m.idx = %(idx)s) mt ON true")  # fmt: skip
+    full = (f"SELECT {source}, {_FLAGS.format(**p)}, {_LATENT_COLUMNS}, ex.kinds, ex.groups, ex.windows, ex.max_values, "
+            f"ex.max_pos, ex.positions, ex.vals, mt.found {_FROM}{_LATENT_JOIN.format(**p)}{examples}{matches}{_WHERE.format(**p)}")  # fmt: skip
+    return head, full
+
+
+_SQLITE_HEAD, _SQLITE_FULL, _SQLITE_EXAMPLES, _SQLITE_MATCHES = _sqlite_sql()
+_PG_HEAD, _PG_FULL = _postgresql_sql()
+
+
+class LatentRow(NamedTuple):
+    """A latents row's dashboard statistics (JSON columns parsed)."""
+
+    max_act: float | None
+    frac_nonzero: float | None
+    mean_act: float | None
+    hist: Any
+    logits: Any
+    aligned: Any
+    correlated: Any
+
+
+class ExampleRow(NamedTuple):
+    """An examples row as stored (`positions` and `values` still blobs)."""
+
+    kind: int
+    group: int
+    window: int
+    max_value: float | None
+    max_pos: int
+    positions: bytes
+    values: bytes
+
+
+class MatchTuple(NamedTuple):
+    """A latent_matches row with its other source's name, layer and hook (JSON lists parsed)."""
+
+    other_id: int
+    other: str
+    layer: int | None
+    hook_name: str
+    method: str
+    indices: list[Any]
+    values: list[Any]
+
+
+class MapRow(NamedTuple):
+    """The latent's latent_maps row: where it sits on its source's map."""
+
+    x: float
+    y: float
+    cluster: int
+
+
+class FeatureRows(NamedTuple):
+    """One latent's rows (see the module doc). `source_key` is None if the source is unknown;
+    `latent` None if the latent is not built (or `full` was False); `examples`, `matches` and
+    `map_row` (None: not on a map) are read only if `full`."""
+
+    source_key: tuple | None
+    has_explanations: bool
+    has_comments: bool
+    latent: LatentRow | None
+    examples: list[ExampleRow]
+    matches: list[MatchTuple]
+    map_row: MapRow | None = None
+
+
+@contextmanager
+def dbapi_connection(engine: Engine) -> Iterator[Any]:
+    """The driver's connection from the engine's pool, for reads. On PostgreSQL it is in
+    autocommit mode while lent (each statement its own snapshot, nothing to roll back, so
+    returning it to the pool costs no round trip); a connection the driver reports broken is
+    discarded, not pooled."""
+    fairy = engine.raw_connection()
+    conn = fairy.dbapi_connection
+    postgres = engine.dialect.name == "postgresql"
+    try:
+        if postgres:
+            conn.autocommit = True
+        yield conn
+    except Exception:
+        if postgres and (conn.closed or conn.broken):
+            fairy.invalidate()
+        raise
+    finally:
+        if postgres and not conn.closed:
+            conn.autocommit = False
+        fairy.close()
+
+
+def read_feature_rows(conn: Any, dialect: str, model: str, source: str, index: int, *, full: bool) -> FeatureRows:
+    """The rows of latent `index` of `model`/`source` on the DBAPI connection `conn` (see the module doc)."""
+    params = {"model": model, "name": source, "idx": index if 0 <= index <= MAX_INDEX else -1}
+    if dialect == "postgresql":
+        return _postgresql(conn, params, full)
+    return _sqlite(conn, params, full)
+
+
+def window_rows(conn: Any, dialect: str, corpus_id: int, indices: list[int]) -> list[tuple[int, bytes]]:
+    """(index, token blob) of these windows of the corpus, on the DBAPI connection `conn`."""
+    if dialect == "postgresql":
+        return conn.execute("SELECT idx, tokens FROM windows WHERE corpus_id = %s AND idx = ANY(%s)", (corpus_id, list(indices))).fetchall()
+    marks = ",".join("?" * len(indices))
+    return conn.execute(f"SELECT idx, tokens FROM windows WHERE corpus_id = ? AND idx IN ({marks})", (corpus_id, *indices)).fetchall()
+
+
+def _sqlite(conn: Any, params: dict[str, Any], full: bool) -> FeatureRows:
+    row = conn.execute(_SQLITE_FULL if full else _SQLITE_HEAD, params).fetchone()
+    if row is None:
+        return FeatureRows(None, False, False, None, [], [])
+    source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
+    if not full or not row[_N_SOURCE + 2]:
+        return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
+    latent, map_row = _latent(row[_N_SOURCE + 3 : _N_SOURCE + _N_LATENT + 2], _json)
+    key = (source_key[0], params["idx"])
+    examples = [ExampleRow._make(r) for r in conn.execute(_SQLITE_EXAMPLES, key)]
+    matches = [MatchTuple(o, name, layer, hook, method, json.loads(idx), json.loads(val))
+               for o, name, layer, hook, method, idx, val in conn.execute(_SQLITE_MATCHES, key)]  # fmt: skip
+    return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, examples, matches, map_row)
+
+
+def _postgresql(conn: Any, params: dict[str, Any], full: bool) -> FeatureRows:
+    row = conn.execute(_PG_FULL if full else _PG_HEAD, params).fetchone()
+    if row is None:
+        return FeatureRows(None, False, False, None, [], [])
+    source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
+    if not full or not row[_N_SOURCE + 2]:
+        return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
+    start = _N_SOURCE + 3
+    latent, map_row = _latent(row[start : start + _N_LATENT - 1], _same)
+    columns = row[start + _N_LATENT - 1 : start + _N_LATENT + 6]
+    examples = [ExampleRow._make(r) for r in zip(*columns, strict=True)] if columns[0] else []
+    matches = [MatchTuple(*m) for m in row[-1] or ()]
+    return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, examples, matches, map_row)
+
+
+def _latent(values: tuple, parse: Any) -> tuple[LatentRow, MapRow | None]:
+    max_act, frac_nonzero, mean_act, hist, logits, aligned, correlated, x, y, cluster = values
+    latent = LatentRow(max_act, frac_nonzero, mean_act, parse(hist), parse(logits), parse(aligned), parse(correlated))
+    return latent, None if x is None else MapRow(x, y, cluster)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _same(value: Any) -> Any:
+    return value
