@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
+from latentpedia.store.families import BestExplanation
+
 MAX_INDEX = 2**31 - 1  # the column type's range: a larger index is no latent (and no bind error)
 
 _SOURCE_COLUMNS = (
@@ -174,6 +176,29 @@ def window_rows(conn: Any, dialect: str, corpus_id: int, indices: list[int]) -> 
         return conn.execute("SELECT idx, tokens FROM windows WHERE corpus_id = %s AND idx = ANY(%s)", (corpus_id, list(indices))).fetchall()
     marks = ",".join("?" * len(indices))
     return conn.execute(f"SELECT idx, tokens FROM windows WHERE corpus_id = ? AND idx IN ({marks})", (corpus_id, *indices)).fetchall()
+
+
+_FIRST_OK_SCORE = "(SELECT s.{col} FROM explanation_scores s WHERE s.explanation_id = x.id AND s.status = 'ok' ORDER BY s.id LIMIT 1)"
+_BEST_EXPLANATIONS = (
+    "SELECT x.id, x.source_id, x.latent_index, x.text, (SELECT SUM(v.value) FROM votes v WHERE v.explanation_id = x.id), "
+    f"{_FIRST_OK_SCORE.format(col='score')}, {_FIRST_OK_SCORE.format(col='scorer')} FROM explanations x WHERE "
+)
+
+
+def best_explanations(conn: Any, dialect: str, wanted: dict[int, set[int]]) -> dict[tuple[int, int], BestExplanation]:
+    """`families.best_explanations` (each latent's best voted, then newest explanation, with its
+    first ok score) in one statement on the DBAPI connection `conn`."""
+    wanted = {int(s): sorted({int(i) for i in idx}) for s, idx in wanted.items() if idx}
+    if not wanted:
+        return {}
+    mark = "%s" if dialect == "postgresql" else "?"
+    where = " OR ".join(f"(x.source_id = {mark} AND x.latent_index IN ({','.join([mark] * len(idx))}))" for idx in wanted.values())
+    rows = conn.execute(_BEST_EXPLANATIONS + where, [v for s, idx in wanted.items() for v in (s, *idx)]).fetchall()
+    best: dict[tuple[int, int], BestExplanation] = {}
+    for _eid, sid, idx, text, _votes, score, scorer in sorted(rows, key=lambda r: (-(r[4] or 0), -r[0])):
+        if (sid, idx) not in best:
+            best[(int(sid), int(idx))] = BestExplanation(text, None if score is None else float(score), scorer)
+    return best
 
 
 def _sqlite(conn: Any, params: dict[str, Any], full: bool) -> FeatureRows:

@@ -23,11 +23,12 @@ from pydantic import TypeAdapter
 
 from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
+from latentpedia.store.feature_rows import best_explanations, dbapi_connection
 from latentpedia.web.errors import error_body
 from latentpedia.web.featurebytes import activations_json
 from latentpedia.web.pages.common import NotFoundError
 from latentpedia.web.pages.community import comments_for, explanations_for
-from latentpedia.web.pages.families import neighbour_explanations, neighbour_fields
+from latentpedia.web.pages.families import neighbour_fields, shown_latents
 from latentpedia.web.pages.feature import COMMUNITY_FIELDS, feature_page
 from latentpedia.web.map_schemas import MapPosition
 from latentpedia.web.pages.maps import map_position
@@ -65,7 +66,7 @@ class FeatureJson:
             cached = (inputs.source, latent_json(inputs), inputs.matches, where.model_dump_json().encode() if where else b"null")
             self.static.put((*prefix, id(inputs.source), index), cached, len(cached[1]))  # the entry in the value keeps its id unique
         entry, static, matches, where = cached
-        explained = neighbour_explanations(store, entry.record, index, matches)
+        explained = _neighbour_explanations(store, entry.record, index, matches)
         near = neighbour_fields(entry.record, index, matches, explained)
         explanations = _EXPLANATIONS.dump_json(explanations_for(store, entry.record.id, index)) if rows.has_explanations else b"[]"
         comments = _COMMENTS.dump_json(comments_for(store, entry.record.id, index)) if rows.has_comments else b"[]"
@@ -85,6 +86,14 @@ class _KnownRow:
 
     def first(self) -> Any:
         return self.row
+
+
+def _neighbour_explanations(store: Store, record: Any, index: int, matches: list) -> dict:
+    """`neighbour_explanations`, read fresh in one statement (none without matches)."""
+    if not matches:
+        return {}
+    with dbapi_connection(store.engine) as conn:
+        return best_explanations(conn, store.dialect, shown_latents(record, index, matches))
 
 
 def _map_of(store: Store, inputs: FeatureInputs) -> MapPosition | None:
