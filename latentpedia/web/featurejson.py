@@ -2,14 +2,16 @@
 
 The body is the `FeaturePage` of `feature_page` (pages/feature.py: the same function and the
 same inputs, read by the app's `FeatureReader`, that the HTML page renders) dumped by pydantic.
-Its static part, every field but the community ones (`source`, `explanations`, `comments`, `map`,
+Its static part, every field but the community ones (`source`, `explanations`, `comments`,
 and `neighbours` / `continues_as`, which carry the neighbours' explanations), only changes when
-the source is rebuilt or its matches recomputed, so it is kept as bytes in an LRU keyed by
-(store, decoder, source, build time, matches time, index), beside the latent's match rows;
-each corpus window's `tokens` and `token_ids` JSON is made once and shared by the
-pages showing it. Each request then costs a source lookup, one query telling whether the latent
-has explanations or comments (they are fetched only if so), the neighbours' best explanations
-(one read, when the latent has neighbours) and a byte splice of the fresh community fields.
+the source row changes (a rebuild, new metadata, matches or a map recomputed: each stamps the
+row), so it is kept as bytes in an LRU keyed by (store, decoder, source entry, index), beside
+the latent's match rows and its map position; each corpus window's `tokens` and `token_ids`
+JSON is made once and shared by the pages showing it. Each request then costs one read of the
+store on the driver's connection (store/feature_rows.py: one statement on PostgreSQL; on a hit
+the source row and whether the latent has explanations or comments, which are fetched only if
+so), one more statement for the neighbours' best explanations when the latent has neighbours,
+and a byte splice of the fresh community fields.
 Cache size: `LATENTPEDIA_FEATURE_CACHE_MB` (default 256; a quarter more for the reader's corpus
 windows).
 """
