@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
 from latentpedia.web import create_app
-from latentpedia.web.featurehtml import FeatureHtml, example_spans, window_spans
+from latentpedia.web.featurehtml import FeatureHtml, example_spans, vocab_token, window_spans
 from latentpedia.web.highlight import token_spans
 from latentpedia.web.pages import feature_page_data
 from latentpedia.web.pages.feature import _activation, _dense_values
@@ -65,7 +65,7 @@ def test_spans_from_stored_examples_are_the_highlighters_on_every_latent(catlas,
             inputs = reader.read(store, catlas.model, source, index, text)
             for example, activation in zip(inputs.examples, page.activations, strict=True):
                 spans = example_spans(example, window_spans(inputs.windows[example.window].tokens), page.max_act)
-                assert spans == token_spans(activation, page.max_act), (source, index, example)
+                assert spans == str(token_spans(activation, page.max_act)), (source, index, example)
                 checked += 1
     assert checked > 1000
 
@@ -81,6 +81,21 @@ def test_spans_at_the_edges_are_the_highlighters(peak):
     for scale in (7.0, 2.5, None, 0.0):
         assert str(example_spans(example, window_spans(tokens), scale)) == _reference_spans(example, tokens, scale), scale
     assert "<b>" not in str(example_spans(example, window_spans(tokens), 7.0))
+
+
+# the logit tables' token cell as the page's Jinja macro made it before it moved to Python
+TOKEN_MACRO = (
+    """{% macro tok(s) %}<span class="tokv" title='{{ s|tojson }}'>{% if s == "" %}<span class="ws">∅</span>{% else %}"""
+    """{% for ch in s %}{% if ch == " " %}<span class="ws">␣</span>{% elif ch == "\\n" %}<span class="ws">↵</span>"""
+    """{% elif ch == "\\t" %}<span class="ws">⇥</span>{% elif ch == "\\r" %}<span class="ws">␍</span>{% else %}{{ ch }}{% endif %}"""
+    """{% endfor %}{% endif %}</span>{% endmacro %}"""
+)
+
+
+@pytest.mark.parametrize("token", ["", " the", "<script>'x\"&", "a\nb\tc\rd", "é ü", PAYLOAD, "\u2028"])
+def test_vocab_token_cells_are_the_macros(token):
+    macro = make_templates().env.from_string(TOKEN_MACRO).module.tok
+    assert str(vocab_token(token)) == str(macro(token))
 
 
 def test_page_holds_every_example_as_the_highlighter_renders_it(client, catlas, store):

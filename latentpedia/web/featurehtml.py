@@ -10,8 +10,9 @@ per request by feature.html around it: the explanations (votes, scores), comment
 neighbours' explanations, the source's metadata, the viewer's header, forms and CSRF tokens.
 
 A miss does not build the page's `Activation` models: the token spans are made straight from the
-stored examples, each window's escaped token spans once per window (`highlight.token_spans` gives
-the same markup; tests/test_web_featurehtml.py checks it span for span).
+stored examples, every vocabulary token escaped and made a span once per decoder (`SpanTable`),
+so an example costs list lookups and a span per stored value (`highlight.token_spans` gives the
+same markup; tests/test_web_featurehtml.py checks it span for span).
 Cache size: `LATENTPEDIA_FEATURE_HTML_CACHE_MB` (default 128; a quarter more for the windows).
 """
 
@@ -20,9 +21,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, NamedTuple
 
+import numpy as np
 from jinja2 import Environment
+from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 from sqlalchemy import bindparam, exists, select
 
@@ -35,6 +39,7 @@ from latentpedia.web.pages.families import neighbour_explanations, neighbour_fie
 from latentpedia.web.pages.feature import KIND_NAMES, feature_page
 from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, LRUCache, ObjectIds, StoredExample, WindowTokens
 from latentpedia.web.pages.maps import map_position
+from latentpedia.web.render import format_number
 from latentpedia.web.schemas import FeaturePage
 
 STATIC_TEMPLATE = "_feature_static.html"
@@ -45,12 +50,11 @@ _COMMUNITY = select(
 
 
 class ExampleHtml(NamedTuple):
-    """One example window as the static template shows it."""
+    """One example window as the static template shows it: its kind, group and markup."""
 
     kind: str
     group: int
-    maxValue: float  # noqa: N815 (the Activation field's name, which the template used)
-    spans: Markup
+    html: Markup
 
 
 class StaticParts(NamedTuple):
@@ -71,6 +75,22 @@ class WindowSpans(NamedTuple):
     ctx: list[str]
 
 
+class SpanTable:
+    """Every token of a decoder's vocabulary escaped (a newline shown as ↵ before it) and as
+    value-0 spans, made once per decoder; a window's spans are then lookups."""
+
+    def __init__(self, texts: list[str]):
+        self.texts = [str(escape(t.replace("\n", "↵\n"))) for t in texts] + [""]  # the last: ids outside the vocabulary
+        self.plain = [f'<span class="tok" title="0">{t}</span>' for t in self.texts]
+        self.ctx = [f'<span class="tok ctx" title="0">{t}</span>' for t in self.texts]
+
+    def window(self, token_ids: list[int]) -> WindowSpans:
+        n = len(self.texts) - 1
+        ids = [t if 0 <= t < n else n for t in token_ids]
+        texts, plain, ctx = self.texts, self.plain, self.ctx
+        return WindowSpans([texts[i] for i in ids], [plain[i] for i in ids], [ctx[i] for i in ids])
+
+
 class FeatureHtml:
     """Builds and caches feature pages for one app (see the module doc); `reader` is the app's
     `FeatureReader`, shared with the JSON."""
@@ -80,11 +100,20 @@ class FeatureHtml:
         self.reader = reader
         self.static = LRUCache(max_bytes)
         self.windows = LRUCache(max_bytes // 4)
+        self._tables: dict[int, SpanTable] = {}
         self._ids = ObjectIds(self._forget)
 
     def _forget(self) -> None:
         self.static.clear()
         self.windows.clear()
+        self._tables.clear()
+
+    def _table(self, text: TokenText) -> SpanTable:
+        key = self._ids(text)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = SpanTable(text.texts)
+        return table
 
     def page(self, store: Store, text: TokenText, env: Environment, model: str, source: str, index: int) -> tuple[FeaturePage, StaticParts]:
         """The page data of latent `index` with fresh community parts (no activations: the
@@ -113,32 +142,33 @@ class FeatureHtml:
         head = feature_page(inputs, with_activations=False)
         examples = [self._example(store, inputs, e, head.max_act) for e in inputs.examples]
         module = env.get_template(STATIC_TEMPLATE).module
-        return StaticParts(head, Markup(module.examples(head, examples)), Markup(module.panels(head)), inputs.matches)
+        return StaticParts(head, Markup(module.examples(head, examples)), Markup(module.panels(head, vocab_token)), inputs.matches)
 
     def _example(self, store: Store, inputs: FeatureInputs, example: StoredExample, scale: float | None) -> ExampleHtml:
         window = inputs.windows.get(example.window)
-        spans = example_spans(example, self._window(store, inputs, example.window, window), scale) if window else Markup("")
-        return ExampleHtml(KIND_NAMES.get(example.kind, "top"), int(example.group), float(example.max_value or 0.0), spans)
+        spans = example_spans(example, self._window(store, inputs, example.window, window), scale) if window else ""
+        kind = KIND_NAMES.get(example.kind, "top")
+        html = (f'<div class="example" data-kind="{kind}">\n  <span class="maxval" title="max activation in this window">'
+                f'{format_number(float(example.max_value or 0.0))}</span>\n  <span class="tokens">{spans}</span>\n</div>\n')  # fmt: skip
+        return ExampleHtml(kind, int(example.group), Markup(html))
 
     def _window(self, store: Store, inputs: FeatureInputs, idx: int, window: WindowTokens) -> WindowSpans:
         """The window's spans, made once per (store, decoder, corpus, window)."""
         key = (self._ids(store), self._ids(inputs.text), *inputs.source.corpus, idx)
         spans = self.windows.get(key)
         if spans is None:
-            spans = window_spans(window.tokens)
-            self.windows.put(key, spans, 3 * sum(len(s) for s in spans.plain) + 200)
+            spans = self._table(inputs.text).window(window.token_ids)
+            self.windows.put(key, spans, 3 * 8 * len(spans.texts) + 300)  # list slots: the strings are the table's
         return spans
 
 
 def window_spans(tokens: list[str]) -> WindowSpans:
-    """`tokens` escaped (a newline shown as ↵ before it) and as value-0 spans."""
-    texts = [str(escape(t.replace("\n", "↵\n"))) for t in tokens]
-    plain = [f'<span class="tok" title="0">{t}</span>' for t in texts]
-    ctx = [f'<span class="tok ctx" title="0">{t}</span>' for t in texts]
-    return WindowSpans(texts, plain, ctx)
+    """`tokens` (display texts) escaped and as value-0 spans (`SpanTable.window` without a table)."""
+    table = SpanTable(tokens)
+    return table.window(list(range(len(tokens))))
 
 
-def example_spans(example: StoredExample, window: WindowSpans, scale: float | None) -> Markup:
+def example_spans(example: StoredExample, window: WindowSpans, scale: float | None) -> str:
     """The token spans of `highlight.token_spans` for a stored example: the window's value-0
     spans, with the positions holding a stored value and the maximum made one by one."""
     n, peak = len(window.texts), int(example.max_pos)
@@ -146,25 +176,40 @@ def example_spans(example: StoredExample, window: WindowSpans, scale: float | No
     low, high = max(peak - CONTEXT_BEFORE, 0), min(max(peak + CONTEXT_AFTER + 1, 0), n)
     if low < high:
         row[low:high] = window.plain[low:high]
-    values = dict(zip(example.positions, example.values.astype("float32").tolist(), strict=True))
+    titles = value_titles()
+    values = dict(zip(example.positions, zip(example.values.astype("float32").tolist(), example.values.view("uint16").tolist())))
     if 0 < peak < n:
-        values.setdefault(peak, 0.0)
-    for position, value in values.items():
+        values.setdefault(peak, (0.0, 0))
+    texts = window.texts
+    for position, (value, code) in values.items():
         if 0 < position < n:
-            row[position] = _span(window.texts[position], position, value, peak, scale)
-    return Markup("".join(row[1:]))
+            classes, style = "tok", ""
+            if value > 0:
+                classes += " on"
+                style = f' style="--a:{min(value / scale, 1.0) if scale else 0.0:.3f}"'
+            if position == peak:
+                classes += " max"
+            if position < peak - CONTEXT_BEFORE or position > peak + CONTEXT_AFTER:
+                classes += " ctx"
+            row[position] = f'<span class="{classes}"{style} title="{titles[code]}">{texts[position]}</span>'
+    return "".join(row[1:])
 
 
-def _span(text: str, position: int, value: float, peak: int, scale: float | None) -> str:
-    classes, style = "tok", ""
-    if value > 0:
-        classes += " on"
-        style = f' style="--a:{min(value / scale, 1.0) if scale else 0.0:.3f}"'
-    if position == peak:
-        classes += " max"
-    if position < peak - CONTEXT_BEFORE or position > peak + CONTEXT_AFTER:
-        classes += " ctx"
-    return f'<span class="{classes}"{style} title="{value:.3g}">{text}</span>'
+@cache
+def value_titles() -> tuple[str, ...]:
+    """The title text (`highlight`'s 3 significant digits) of every float16 value, by its bits."""
+    values = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32).tolist()
+    return tuple(f"{v:.3g}" for v in values)
+
+
+def vocab_token(text: str) -> Markup:
+    """A vocabulary token with its whitespace made visible (space ␣, newline ↵, tab ⇥, CR ␍; ∅
+    for an empty token), the exact text in the title: the logit tables' cells."""
+    shown = "".join(_VISIBLE.get(ch) or str(escape(ch)) for ch in text) if text else '<span class="ws">∅</span>'
+    return Markup(f"<span class=\"tokv\" title='{htmlsafe_json_dumps(text)}'>{shown}</span>")
+
+
+_VISIBLE = {" ": '<span class="ws">␣</span>', "\n": '<span class="ws">↵</span>', "\t": '<span class="ws">⇥</span>', "\r": '<span class="ws">␍</span>'}
 
 
 def feature_html(state: Any) -> FeatureHtml:

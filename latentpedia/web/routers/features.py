@@ -7,7 +7,7 @@ import random
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from latentpedia.web.deps import StoreDep, TokenTextDep, token_text_for
+from latentpedia.web.deps import StoreDep, token_text_for
 from latentpedia.web.featurehtml import feature_html as feature_html_cache
 from latentpedia.web.featurejson import feature_json as feature_json_cache
 from latentpedia.web.pages.common import feature_url, source_record
@@ -39,12 +39,15 @@ EMBED_HEADERS = {"content-security-policy": "frame-ancestors *"}  # embeds may b
 
 
 @router.get("/{model}/{source}/{index}", response_class=HTMLResponse, include_in_schema=False)
-def feature_html(request: Request, model: str, source: str, index: int, store: StoreDep, texts: TokenTextDep, embed: bool = False) -> HTMLResponse:
+async def feature_html(request: Request, model: str, source: str, index: int, embed: bool = False) -> HTMLResponse:
     """The dashboard; `?embed=true` (Neuronpedia's): its panels and examples alone, no header,
     footer or forms, framable by other sites. The examples and panels come from the HTML cached
-    per latent and build, the rest is rendered per request (web/featurehtml.py)."""
+    per latent and build, the rest is rendered per request (web/featurehtml.py). Runs on the
+    event loop like the JSON: a cached page costs about a millisecond, less than the thread
+    pool's hops (one per dependency) cost under many readers."""
     state = request.app.state
-    page, parts = feature_html_cache(state).page(store, token_text_for(store, texts, model), state.templates.env, model, source, index)
+    text = token_text_for(state.store, state.token_text, model)
+    page, parts = feature_html_cache(state).page(state.store, text, state.templates.env, model, source, index)
     response = render_page(request, "feature.html", page, page.api_url, embed=embed, parts=parts)
     if embed:
         response.headers.update(EMBED_HEADERS)
