@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
@@ -234,44 +235,58 @@ def check_field(name: str, value: str | None) -> None:
         raise HTTPException(422, f"{name} holds a NUL character")
 
 
-async def _page(request: Request, store: Store, live: LiveModels, token_cache: dict, q: str, mode: SearchMode, model, sources,
-                method, author, min_score, min_density, max_density, offset: int, limit: int) -> ExplanationSearchPage:  # fmt: skip
-    for name, value in (("q", q), ("model", model), ("author", author), *(("sources", s) for s in sources), *(("method", m) for m in method)):
+@dataclass(frozen=True)
+class PageQuery:
+    """The query string of the page and of its JSON twin, as one value."""
+
+    q: str
+    mode: SearchMode
+    model: str | None
+    sources: list[str]
+    method: list[str]
+    author: str | None
+    min_score: float | None
+    min_density: float | None
+    max_density: float | None
+    offset: int
+    limit: int
+
+
+def page_query(
+    q: Annotated[str, Query(max_length=MAX_QUERY * 2)] = "", mode: SearchMode = "hybrid", model: str | None = None,
+    sources: Annotated[list[str], Query()] = [], method: Annotated[list[str], Query()] = [],  # noqa: B006
+    author: str | None = None, min_score: Number = None,
+    min_density: Density = None,
+    max_density: Density = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = PAGE_SIZE,
+) -> PageQuery:  # fmt: skip
+    """The page's parameters (a dependency: FastAPI lists each one in the OpenAPI spec)."""
+    return PageQuery(q, mode, model, sources, method, author, min_score, min_density, max_density, offset, limit)
+
+
+PageQueryDep = Annotated[PageQuery, Depends(page_query)]
+
+
+async def _page(request: Request, store: Store, live: LiveModels, token_cache: dict, p: PageQuery) -> ExplanationSearchPage:
+    for name, value in (("q", p.q), ("model", p.model), ("author", p.author), *(("sources", s) for s in p.sources),
+                        *(("method", m) for m in p.method)):  # fmt: skip
         check_field(name, value)
-    shown, filters = _page_filters(model, sources, method, author, min_score, min_density, max_density)
-    return await page_data(request, store, live, token_cache, q, mode, shown, filters, offset, limit)
+    shown, filters = _page_filters(p.model, p.sources, p.method, p.author, p.min_score, p.min_density, p.max_density)
+    return await page_data(request, store, live, token_cache, p.q, p.mode, shown, filters, p.offset, p.limit)
 
 
 @router.get("/api/search/explanations", response_model=ExplanationSearchPage, summary="Search explanations (the page's JSON twin)",
             responses=ROUTE["responses"])  # fmt: skip
-async def search_explanations_json(
-    request: Request, store: StoreDep, live: LiveDep, token_cache: TokenTextDep,
-    q: Annotated[str, Query(max_length=MAX_QUERY * 2)] = "", mode: SearchMode = "hybrid", model: str | None = None,
-    sources: Annotated[list[str], Query()] = [], method: Annotated[list[str], Query()] = [],  # noqa: B006
-    author: str | None = None, min_score: Number = None,
-    min_density: Density = None,
-    max_density: Density = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = PAGE_SIZE,
-) -> ExplanationSearchPage:  # fmt: skip
-    return await _page(request, store, live, token_cache, q, mode, model, sources, method, author, min_score, min_density,
-                       max_density, offset, limit)  # fmt: skip
+async def search_explanations_json(request: Request, store: StoreDep, live: LiveDep, token_cache: TokenTextDep, p: PageQueryDep) -> ExplanationSearchPage:
+    return await _page(request, store, live, token_cache, p)
 
 
 @router.get("/search/explanations", response_class=HTMLResponse, include_in_schema=False)
-async def search_explanations_html(
-    request: Request, store: StoreDep, live: LiveDep, token_cache: TokenTextDep,
-    q: Annotated[str, Query(max_length=MAX_QUERY * 2)] = "", mode: SearchMode = "hybrid", model: str | None = None,
-    sources: Annotated[list[str], Query()] = [], method: Annotated[list[str], Query()] = [],  # noqa: B006
-    author: str | None = None, min_score: Number = None,
-    min_density: Density = None,
-    max_density: Density = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = PAGE_SIZE,
-) -> HTMLResponse:  # fmt: skip
+async def search_explanations_html(request: Request, store: StoreDep, live: LiveDep, token_cache: TokenTextDep, p: PageQueryDep) -> HTMLResponse:
     twin = "/api/search/explanations" + (f"?{request.url.query}" if request.url.query else "")
     status, error = 200, None
     try:
-        page = await _page(request, store, live, token_cache, q, mode, model, sources, method, author, min_score,
-                           min_density, max_density, offset, limit)  # fmt: skip
+        page = await _page(request, store, live, token_cache, p)
     except HTTPException as err:
         if err.status_code == 429:
             raise
@@ -279,8 +294,8 @@ async def search_explanations_html(
     except NotFoundError as err:
         status, error = 404, str(err)
     if error is not None:  # the form again, with the error; nothing unprintable echoed
-        page = await page_data(request, store, live, token_cache, "", mode, SearchFilters(), ExplanationFilter(), offset, limit)
-        page.q = q if _printable(q) else ""
+        page = await page_data(request, store, live, token_cache, "", p.mode, SearchFilters(), ExplanationFilter(), p.offset, p.limit)
+        page.q = p.q if _printable(p.q) else ""
     templates = request.app.state.templates
     context = {"page": page, "twin_url": twin, "error": error, "sparkline": sparkline_svg}
     response = templates.TemplateResponse(request, "explanation_search.html", context, status_code=status)
