@@ -107,3 +107,23 @@ def store(db_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray of 2 CPUs started once for the session (the Ray build and explain tests)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def catlas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The seeded atlas with accounts (tests/community_fixtures.py) on each backend, per module;
+    a module defines its own `catlas` where it needs another setup."""
+    from tests.community_fixtures import community_atlas
+
+    with community_atlas(request.param, request, tmp_path_factory) as found:
+        yield found

@@ -27,7 +27,6 @@ from latentpedia.store.explanation_search import (
 from latentpedia.store.schema import Latent
 from tests.browser import chromium, needs_chromium, serve
 from tests.community_fixtures import CommunityAtlas, community_atlas
-from tests.conftest import BACKENDS
 
 MODEL = "m"
 PLANTED = "Python exception handling: try and except blocks that catch raised errors"
@@ -242,12 +241,6 @@ def test_paraphrase_finds_the_planted_explanation(store: Store) -> None:
 
 
 # ---------------------------------------------------------------- web: page, JSON twin, Neuronpedia routes
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def catlas(request, tmp_path_factory) -> Iterator[CommunityAtlas]:
-    with community_atlas(request.param, request, tmp_path_factory) as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from tests.browser import CHROMIUM, chromium, chromium_installed, serve
 from tests.community_fixtures import CommunityAtlas, community_atlas
-from tests.conftest import BACKENDS
 from tests.sae_builders import random_sae, write_saelens
 from tests.tiny import D_MLP, D_MODEL, tiny_llama
 
@@ -189,12 +188,6 @@ def test_build_maps_command_maps_an_atlas_built_without_maps(db_url, tmp_path, t
 
 
 # ---------------------------------------------------------------- the web routes
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def catlas(request, tmp_path_factory) -> Iterator[CommunityAtlas]:
-    with community_atlas(request.param, request, tmp_path_factory) as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,8 @@ from latentpedia.engine.worker import LiveBusyError, LiveTimeoutError
 from latentpedia.web import create_app
 from latentpedia.web.errors import MAX_LISTED, error_message
 from latentpedia.web.ratelimit import RateLimiter
-from tests.community_fixtures import CommunityAtlas, community_atlas
-from tests.conftest import BACKENDS
 
 SOURCE = "1-mlp"
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def catlas(request, tmp_path_factory) -> Iterator[CommunityAtlas]:
-    with community_atlas(request.param, request, tmp_path_factory) as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,6 @@ QUIET = lambda *_: None  # noqa: E731
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     from latentpedia.corpus.default import pydoc_documents
 

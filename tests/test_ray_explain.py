@@ -30,15 +30,6 @@ BATCH = 16  # latents per batch: several batches per source, spread over both wo
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ray-explain")
     seed_atlas(f"sqlite:///{folder / 'atlas.db'}", folder)

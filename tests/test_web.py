@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
@@ -19,8 +18,8 @@ from latentpedia.web.app import ROUTERS
 from latentpedia.web.pages import feature_page_data, home_page_data, source_page_data
 from latentpedia.web.pages.source import LatentQuery
 from latentpedia.engine.tokens import TokenText
-from tests.conftest import BACKENDS, pg_schema_url
-from tests.web_atlas import PAYLOAD, SeededAtlas, seed_atlas, sqlite_atlas
+from tests.conftest import BACKENDS
+from tests.web_atlas import PAYLOAD, SeededAtlas, backend_atlas
 
 HTML = {"accept": "text/html"}
 
@@ -28,11 +27,7 @@ HTML = {"accept": "text/html"}
 @pytest.fixture(scope="module", params=BACKENDS)
 def atlas(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[SeededAtlas]:
     """The seeded atlas on SQLite (shared by the session) or in a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield sqlite_atlas(tmp_path_factory)
-        return
-    with pg_schema_url(request.getfixturevalue("pg_server_url")) as url:
-        yield seed_atlas(url, Path(tmp_path_factory.mktemp("web-pg")))
+    yield from backend_atlas(request, tmp_path_factory, "web-pg")
 
 
 @pytest.fixture(scope="module")

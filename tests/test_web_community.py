@@ -13,19 +13,12 @@ from fastapi.testclient import TestClient
 from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from latentpedia.web.auth import SESSION_COOKIE
-from tests.community_fixtures import PASSWORD, CommunityAtlas, community_atlas
-from tests.conftest import BACKENDS
+from tests.community_fixtures import PASSWORD, CommunityAtlas
 
 HTML = {"accept": "text/html"}
 SOURCE = "1-mlp"
 COMPUTE_EXT, LOGIN_EXT, READ_EXT = "x-latentpedia-compute", "x-latentpedia-login", "x-latentpedia-read"
 WRITE_METHODS = ("post", "put", "patch", "delete")
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def catlas(request, tmp_path_factory) -> Iterator[CommunityAtlas]:
-    with community_atlas(request.param, request, tmp_path_factory) as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from fastapi.testclient import TestClient
 
 from latentpedia.experiments.common import Latent
 from latentpedia.experiments.lens import latent_logit_effect
-from latentpedia.models import encode_text, load_model
+from latentpedia.models import encode_text
 from latentpedia.sources import NeuronSource
-from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from latentpedia.web.compute import COMPUTE_EXTENSION
 from latentpedia.web.ratelimit import RateLimiter
-from tests.web_atlas import SeededAtlas, sqlite_atlas
+from tests.web_atlas import SeededAtlas, atlas_model, sqlite_atlas
 
 PROMPT = "The function returns a list of the values"
 ROUTES = ("/api/steer", "/api/steer/stream", "/api/ablate", "/api/patch", "/api/logit-lens", "/api/dla")
@@ -31,11 +30,7 @@ def atlas(tmp_path_factory) -> SeededAtlas:
 
 @pytest.fixture(scope="module")
 def model(atlas):
-    store = Store.open(atlas.url)
-    try:
-        return load_model(store.get_model(atlas.model).spec["path"])
-    finally:
-        store.close()
+    return atlas_model(atlas)
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from latentpedia.models import encode_text, load_model, run_with_cache
+from latentpedia.models import encode_text, run_with_cache
 from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from latentpedia.web.compute import COMPUTE_EXTENSION
 from latentpedia.engine.worker import LiveConfig
 from latentpedia.web.ratelimit import PromptLimits, RateLimiter
-from tests.conftest import BACKENDS, pg_schema_url
-from tests.web_atlas import SeededAtlas, seed_atlas, sqlite_atlas
+from tests.conftest import BACKENDS
+from tests.web_atlas import SeededAtlas, atlas_model, backend_atlas
 
 TEXT = "The quick brown fox jumps over the lazy dog. def main(): return 42"
 LIVE_ROUTES = ("/api/activation/new", "/api/search-all", "/api/search-topk-by-token")
@@ -27,20 +26,12 @@ LIVE_ROUTES = ("/api/activation/new", "/api/search-all", "/api/search-topk-by-to
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def atlas(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[SeededAtlas]:
-    if request.param == "sqlite":
-        yield sqlite_atlas(tmp_path_factory)
-        return
-    with pg_schema_url(request.getfixturevalue("pg_server_url")) as url:
-        yield seed_atlas(url, Path(tmp_path_factory.mktemp("live-pg")))
+    yield from backend_atlas(request, tmp_path_factory, "live-pg")
 
 
 @pytest.fixture(scope="module")
 def model(atlas):
-    store = Store.open(atlas.url)
-    try:
-        return load_model(store.get_model(atlas.model).spec["path"])
-    finally:
-        store.close()
+    return atlas_model(atlas)
 
 
 @pytest.fixture(scope="module")

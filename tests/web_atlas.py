@@ -8,6 +8,7 @@ SQLite copy is built once per test session (`sqlite_atlas`) and shared by the we
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +91,26 @@ def sqlite_atlas(tmp_path_factory) -> SeededAtlas:
         folder = tmp_path_factory.mktemp("web-atlas")
         _SQLITE["atlas"] = seed_atlas(f"sqlite:///{folder / 'atlas.db'}", folder)
     return _SQLITE["atlas"]
+
+
+def backend_atlas(request, tmp_path_factory, name: str) -> Iterator[SeededAtlas]:
+    """The seeded atlas on the backend of `request.param` ("sqlite": the session's shared copy;
+    "postgres": seeded into a fresh schema), for a module fixture parametrised by BACKENDS."""
+    from tests.conftest import pg_schema_url
+
+    if request.param == "sqlite":
+        yield sqlite_atlas(tmp_path_factory)
+        return
+    with pg_schema_url(request.getfixturevalue("pg_server_url")) as url:
+        yield seed_atlas(url, Path(tmp_path_factory.mktemp(name)))
+
+
+def atlas_model(atlas: SeededAtlas):
+    """The atlas's tiny model, loaded the way the server loads it."""
+    from latentpedia.models.loader import load_model
+
+    store = Store.open(atlas.url)
+    try:
+        return load_model(store.get_model(atlas.model).spec["path"])
+    finally:
+        store.close()
