@@ -13,7 +13,7 @@ A miss does not build the page's `Activation` models: the token spans are made s
 stored examples, every vocabulary token escaped and made a span once per decoder (`SpanTable`),
 so an example costs list lookups and a span per stored value (`highlight.token_spans` gives the
 same markup; tests/test_web_featurehtml.py checks it span for span).
-Cache size: `LATENTPEDIA_FEATURE_HTML_CACHE_MB` (default 128; a quarter more for the windows).
+Cache size: `LATENTPEDIA_FEATURE_HTML_CACHE_MB` (default 256, ~1,100 pages of 32 examples; a quarter more for the windows).
 """
 
 from __future__ import annotations
@@ -28,25 +28,19 @@ import numpy as np
 from jinja2 import Environment
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
-from sqlalchemy import bindparam, exists, select
 
 from latentpedia.engine.tokens import TokenText
 from latentpedia.store.api import Store
-from latentpedia.store.community_schema import Comment, Explanation
 from latentpedia.web.highlight import CONTEXT_AFTER, CONTEXT_BEFORE
 from latentpedia.web.pages.community import comments_for, explanations_for
 from latentpedia.web.pages.families import neighbour_explanations, neighbour_fields
 from latentpedia.web.pages.feature import KIND_NAMES, feature_page
-from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, LRUCache, ObjectIds, StoredExample, WindowTokens
+from latentpedia.web.pages.feature_reader import FeatureInputs, FeatureReader, LRUCache, ObjectIds, SourceEntry, StoredExample, WindowTokens
 from latentpedia.web.pages.maps import map_position
 from latentpedia.web.render import format_number
 from latentpedia.web.schemas import FeaturePage
 
 STATIC_TEMPLATE = "_feature_static.html"
-_COMMUNITY = select(
-    exists().where(Explanation.source_id == bindparam("sid"), Explanation.latent_index == bindparam("idx")),
-    exists().where(Comment.source_id == bindparam("sid"), Comment.latent_index == bindparam("idx")),
-)
 
 
 class ExampleHtml(NamedTuple):
@@ -96,7 +90,7 @@ class FeatureHtml:
     `FeatureReader`, shared with the JSON."""
 
     def __init__(self, reader: FeatureReader, max_bytes: int | None = None):
-        max_bytes = max_bytes or int(os.environ.get("LATENTPEDIA_FEATURE_HTML_CACHE_MB", 128)) << 20
+        max_bytes = max_bytes or int(os.environ.get("LATENTPEDIA_FEATURE_HTML_CACHE_MB", 256)) << 20
         self.reader = reader
         self.static = LRUCache(max_bytes)
         self.windows = LRUCache(max_bytes // 4)
@@ -117,24 +111,30 @@ class FeatureHtml:
 
     def page(self, store: Store, text: TokenText, env: Environment, model: str, source: str, index: int) -> tuple[FeaturePage, StaticParts]:
         """The page data of latent `index` with fresh community parts (no activations: the
-        examples are in the static HTML) and its static parts (NotFoundError like `feature_page_data`)."""
-        with store.engine.connect() as conn:
-            entry = self.reader.source(conn, store, model, source)
-            matched = (entry.record.meta or {}).get("matches_at")  # neighbours/matches recomputed (store/families.py)
-            key = (self._ids(store), self._ids(text), entry.record.id, entry.record.built_at, matched, index)
-            parts = self.static.get(key)
-            if parts is None:
-                inputs = self.reader.latent_inputs(conn, store, entry, index, text)
-                parts = self._static_parts(store, env, inputs)
-                self.static.put(key, parts, sys.getsizeof(parts.examples) + sys.getsizeof(parts.panels) + 4096)
-            has_explanations, has_comments = conn.execute(_COMMUNITY, {"sid": entry.record.id, "idx": index}).one()
-            position = map_position(conn, entry.record, index)
-            explained = neighbour_explanations(store, entry.record, index, parts.matches, conn=conn)
+        examples are in the static HTML) and its static parts (NotFoundError like `feature_page_data`).
+        One read tells the source row and whether the latent has explanations or comments; the
+        latent's rows are read with it only when its static part is not cached (the JSON's reader)."""
+        ids = (self._ids(store), self._ids(text))
+
+        def key(entry: SourceEntry) -> tuple:  # matches_at: neighbours/matches recomputed (store/families.py)
+            return (*ids, entry.record.id, entry.record.built_at, (entry.record.meta or {}).get("matches_at"), index)
+
+        found = self.reader.read_latent(store, model, source, index, text, static_cached=lambda e: self.static.get(key(e)) is not None)
+        entry, record = found.entry, found.entry.record
+        parts = self.static.get(key(entry))
+        if parts is None:
+            parts = self._static_parts(store, env, found.inputs or self.reader.read(store, model, source, index, text))
+            self.static.put(key(entry), parts, sys.getsizeof(parts.examples) + sys.getsizeof(parts.panels) + 4096)
+        position, explained = None, {}
+        if (record.meta or {}).get("map") or parts.matches:
+            with store.engine.connect() as conn:
+                position = map_position(conn, record, index)
+                explained = neighbour_explanations(store, record, index, parts.matches, conn=conn)
         fresh = {
             "source": entry.info, "map": position,
-            "explanations": explanations_for(store, entry.record.id, index) if has_explanations else [],
-            "comments": comments_for(store, entry.record.id, index) if has_comments else [],
-            **neighbour_fields(entry.record, index, parts.matches, explained),
+            "explanations": explanations_for(store, record.id, index) if found.rows.has_explanations else [],
+            "comments": comments_for(store, record.id, index) if found.rows.has_comments else [],
+            **neighbour_fields(record, index, parts.matches, explained),
         }  # fmt: skip
         return parts.head.model_copy(update=fresh), parts
 
