@@ -306,6 +306,38 @@ def test_account_deletion_anonymises_or_removes(game, gatlas) -> None:
     assert all(r["username"] not in ("kim", "leo") for r in game.leaderboard())
 
 
+def test_a_submit_writes_explanation_score_and_play_in_one_transaction(game) -> None:
+    """The submit's three rows go in together or not at all; the best it answers is the one read back."""
+    neurons = game.campaign("neurons")
+    source_id, index = neurons.source_id, game.candidates(neurons)[-1]  # a latent no other test plays
+    mia = _user(game, "mia")
+    made = game.submit(mia, "neurons", source_id, index, "indentation before a keyword")
+    assert made["action"] == "explain"
+    assert made["best"] == game.best(source_id, index)  # worked out from the best before it, as a fresh read gives
+    stored = game.store.get_explanation(made["explanation_id"])
+    plays = [p for p in game.games.plays(user_id=mia.id) if p.explanation_id == made["explanation_id"]]
+    assert [(p.action, p.points, p.score) for p in plays] == [("explain", made["points"], made["score"])]
+    assert [s.score for s in stored.scores if s.prompt_version == "game-v1"] == [made["score"]]
+    before = len(game.store.list_explanations(source_id, index))
+    with pytest.raises(Exception, match="status"):  # the score row fails after the explanation row was added
+        game.games.add_scored_explanation(mia.id, source_id, index, "half written", score={"scorer": "embedding", "status": "maybe"},
+                                          points=0, campaign_id=None, details={}, daily=None)  # fmt: skip
+    assert len(game.store.list_explanations(source_id, index)) == before
+    assert len(game.games.plays(user_id=mia.id)) == 1
+
+
+def test_campaigns_are_reread_after_a_change_here(game, gatlas) -> None:
+    source_id, _ = _planted(game, gatlas, 0)
+    assert game.campaign("planted").source_id == source_id  # read and kept for a moment
+    game.games.add_campaign("short-lived", "Short", source_id, order="index")
+    game.forget_campaigns()
+    assert game.campaign("short-lived").slug == "short-lived"
+    game.games.delete_campaign("short-lived")
+    game.forget_campaigns()
+    with pytest.raises(Exception, match="no campaign"):
+        game.campaign("short-lived")
+
+
 # ---------------------------------------------------------------- the web routes
 
 

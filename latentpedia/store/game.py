@@ -313,6 +313,27 @@ class GameStore:
             session.flush()
             return _play(row)
 
+    def add_scored_explanation(self, user_id: int, source_id: int, index: int, text: str, *, score: dict[str, Any],
+                               points: int, campaign_id: int | None, details: dict[str, Any], daily: str | None) -> int:  # fmt: skip
+        """A player's new explanation (method "game"), its held-out score (`add_score`'s keyword
+        names) and the play that earned `points`, in one transaction (a submit's writes); the
+        explanation's id."""
+        from latentpedia.store.community import _score_values, check_text
+
+        text = check_text("explanation", text)
+        with self._begin() as session:
+            source = session.get(Source, source_id)
+            if source is None or not 0 <= int(index) < source.d_sae:
+                raise MissingError(f"no latent {index} in source id {source_id}")
+            row = Explanation(source_id=source_id, latent_index=int(index), text=text, method=GAME_METHOD,
+                              author_id=user_id, details=details)  # fmt: skip
+            session.add(row)
+            session.flush()
+            session.add(ExplanationScore(**_score_values({**score, "explanation_id": row.id})))
+            session.add(Play(user_id=user_id, campaign_id=campaign_id, source_id=source_id, latent_index=int(index), action="explain",
+                             explanation_id=row.id, score=score.get("score"), points=int(points), daily=daily))  # fmt: skip
+            return row.id
+
     def plays(self, *, user_id: int | None = None, source_id: int | None = None, index: int | None = None,
               campaign_id: int | None = None, since: datetime | None = None, until: datetime | None = None) -> list[PlayRecord]:  # fmt: skip
         query = select(Play).order_by(Play.id)
@@ -344,6 +365,23 @@ class GameStore:
             query = query.where(Explanation.latent_index == int(index))
         with self._read() as session:
             return {eid: (i, float(s), a, t) for eid, i, s, a, t in session.execute(query)}
+
+    def latent_explanations(self, source_id: int, index: int) -> list[dict[str, Any]]:
+        """A latent's explanations as a puzzle lists them, best voted first (then oldest): id,
+        text, method, author id and name, vote sum. One query; no scores (what `list_explanations`
+        also reads, with each score's details, costs a page several times more)."""
+        votes = select(Vote.explanation_id, func.sum(Vote.value).label("total")).group_by(Vote.explanation_id).subquery()
+        query = (
+            select(Explanation.id, Explanation.text, Explanation.method, Explanation.author_id, User.username,
+                   func.coalesce(votes.c.total, 0))
+            .outerjoin(votes, votes.c.explanation_id == Explanation.id)
+            .outerjoin(User, User.id == Explanation.author_id)
+            .where(Explanation.source_id == source_id, Explanation.latent_index == int(index))
+        )  # fmt: skip
+        with self._read() as session:
+            rows = [{"id": i, "text": t, "method": m, "author_id": a, "author": name, "vote_score": int(v or 0)}
+                    for i, t, m, a, name, v in session.execute(query)]  # fmt: skip
+        return sorted(rows, key=lambda r: (-r["vote_score"], r["id"]))
 
     def hidden_ids(self) -> set[int]:
         with self._read() as session:

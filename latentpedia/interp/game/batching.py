@@ -86,3 +86,25 @@ class EmbedBatcher:
         row = {text: i for i, text in enumerate(distinct)}
         for texts, future in batch:
             future.set_result(vectors[[row[t] for t in texts]])
+
+
+GAME_TORCH_THREADS = 1
+
+
+def embed_on_few_threads(texts: list[str], threads: int = GAME_TORCH_THREADS) -> np.ndarray:
+    """The shared embedder on `texts` with `threads` torch threads, the caller's setting restored
+    after (call it on the torch worker). MiniLM on the game's short texts gains nothing from a
+    second thread, and its OpenMP threads spinning for work cost the core that serves pages:
+    measured on the 2-core machine under load, 32 explanations took 50 ms of CPU on one thread
+    against 238-491 ms on two, and a held-out set's chunks 0.5-0.7x the CPU (bench/game_embed.py,
+    bench/RESULTS.md)."""
+    import torch
+
+    from latentpedia.interp.embedding import shared_embedder
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return shared_embedder()(texts)
+    finally:
+        torch.set_num_threads(before)

@@ -13,6 +13,7 @@ set (holdout.py). Errors are store.accounts.CommunityError (400/403/404/409).
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,6 +30,8 @@ from latentpedia.store.game import GAME_METHOD, GAME_SCORE_VERSION, CampaignReco
 MAX_CLUES = 8
 TEXT_CACHE = 4096
 CLUE_CACHE = 2048  # latents whose clues are kept
+REFERENCE_CACHE = 4096  # latents whose stored held-out set is kept (it never changes once stored)
+CAMPAIGN_SECONDS = 2.0  # how long the campaigns read from the store are reused (other servers may edit them)
 
 
 class Game:
@@ -51,7 +54,14 @@ class Game:
         self._vectors: dict[str, np.ndarray] = {}
         self._shown: dict[tuple[int, int], dict[str, Any]] = {}  # (source, latent) -> its clues, as a puzzle shows them
         self._stats: dict[int, dict[int, float]] = {}  # built source -> its live latents' densities
+        self._references: dict[tuple[int, int], dict[str, Any]] = {}  # (source, latent) -> its stored held-out set
+        self._campaigns: tuple[float, dict[str, CampaignRecord]] = (-1.0, {})  # (read at, by slug)
         self._lock = threading.Lock()
+        # The work of submits after their (batched) embedding runs one at a time, in arrival order:
+        # under a burst of players they then finish one by one instead of all together at the end
+        # of the burst (threads sharing the GIL), and the puzzle pages that follow are spread out.
+        # Nothing before the embedding takes it, so concurrent submits still share one MiniLM call.
+        self.moves = threading.Lock()
         self._making: dict[tuple[int, int], threading.Lock] = {}  # one maker per latent's held-out set
 
     # loading
@@ -72,7 +82,19 @@ class Game:
         return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
     def campaign(self, slug: str) -> CampaignRecord:
-        return self.games.get_campaign(slug)
+        """The campaign `slug` (MissingError if none). The campaigns are read again after
+        CAMPAIGN_SECONDS, or at once for a name not seen yet (`forget_campaigns` after a change here)."""
+        read_at, found = self._campaigns
+        if time.monotonic() - read_at > CAMPAIGN_SECONDS or slug not in found:  # a new one is seen at once
+            found = {c.slug: c for c in self.games.list_campaigns()}
+            self._campaigns = (time.monotonic(), found)
+        if slug not in found:
+            raise MissingError(f"no campaign {slug!r}")
+        return found[slug]
+
+    def forget_campaigns(self) -> None:
+        """Read the campaigns from the store again on next use (one was added or deleted)."""
+        self._campaigns = (-1.0, {})
 
     def _live_latents(self, source_id: int) -> dict[int, float]:
         """{latent: density} of the source's latents that ever fire (kept once the source is built)."""
@@ -114,15 +136,22 @@ class Game:
 
     # puzzles
 
-    def next_index(self, user: UserRecord | None, campaign: CampaignRecord) -> int | None:
+    def next_index(self, user: UserRecord | None, campaign: CampaignRecord, plays: list | None = None) -> int | None:
+        """The player's first unplayed latent of the campaign (`plays`: all the player's plays, if read already)."""
         order = self.candidates(campaign)
-        played = self.games.played_indices(user.id, campaign.source_id) if user else set()
+        if plays is not None:
+            played = {p.latent_index for p in plays if p.source_id == campaign.source_id}
+        else:
+            played = self.games.played_indices(user.id, campaign.source_id) if user else set()
         return next((i for i in order if i not in played), None)
 
     def puzzle(self, user: UserRecord | None, campaign: str | None = None, *, index: int | None = None,
-               daily: bool = False, now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+               daily: bool = False, now: datetime | None = None, plays: list | None = None) -> dict[str, Any]:  # fmt: skip
         """A latent to play: its clues and the explanations one may vote for (no scores, no
-        held-out example). `index` None: the player's next latent of the campaign."""
+        held-out example). `index` None: the player's next latent of the campaign. `plays`: all
+        of the player's plays, when the caller has read them (the page also shows their standing)."""
+        if user is not None and plays is None:
+            plays = self.games.plays(user_id=user.id)
         day = None
         if daily:
             found = self.daily(now)
@@ -134,7 +163,7 @@ class Game:
                 raise CommunityError("name a campaign, or ask for the daily puzzle")
             record = self.campaign(campaign)
             if index is None:
-                index = self.next_index(user, record)
+                index = self.next_index(user, record, plays if user else None)
             elif index not in set(self.candidates(record)):
                 raise MissingError(f"latent {index} is not a live latent of campaign {record.slug!r}")
         base = {"campaign": record.slug, "campaign_title": record.title, "modelId": record.model_id,
@@ -143,7 +172,7 @@ class Game:
             return {**base, "done": True, "index": None}
         if self.prefetch and user is not None:  # a player who may submit next (not every visitor)
             self.prepare_soon(record.source_id, index)
-        played = [p for p in self.games.plays(user_id=user.id, source_id=record.source_id, index=index)] if user else []
+        played = [p for p in plays if p.source_id == record.source_id and p.latent_index == index] if user else []
         return {**base, "done": False, "index": index, **self.clues(record.source_id, index),
                 "explanations": self._visible(record.source_id, index, user),
                 "already_played": [p.action for p in played]}  # fmt: skip
@@ -181,21 +210,35 @@ class Game:
         }
 
     def _visible(self, source_id: int, index: int, user: UserRecord | None) -> list[dict[str, Any]]:
-        rows = self.store.list_explanations(source_id, index)
-        mine = self.store.user_votes(user.id, [e.id for e in rows]) if user else {}
-        return [{"id": e.id, "text": e.text, "author": e.author or ("machine" if e.method != GAME_METHOD else "deleted account"),
-                 "machine": e.author_id is None and e.method != GAME_METHOD, "vote_score": e.vote_score,
-                 "my_vote": mine.get(e.id, 0), "mine": user is not None and e.author_id == user.id} for e in rows]  # fmt: skip
+        rows = self.games.latent_explanations(source_id, index)
+        mine = self.store.user_votes(user.id, [e["id"] for e in rows]) if user and rows else {}
+        return [{"id": e["id"], "text": e["text"], "author": e["author"] or ("machine" if e["method"] != GAME_METHOD else "deleted account"),
+                 "machine": e["author_id"] is None and e["method"] != GAME_METHOD, "vote_score": e["vote_score"],
+                 "my_vote": mine.get(e["id"], 0), "mine": user is not None and e["author_id"] == user.id} for e in rows]  # fmt: skip
 
     # the held-out set of a latent
 
+    def stored_reference(self, source_id: int, index: int) -> dict[str, Any] | None:
+        """The latent's stored held-out set, or None if it is not made yet (kept once read: a
+        stored set never changes)."""
+        key = (source_id, int(index))
+        found = self._references.get(key)
+        if found is None:
+            found = self.games.get_game_latent(source_id, index)
+            if found is not None:
+                with self._lock:
+                    if len(self._references) >= REFERENCE_CACHE:
+                        self._references.pop(next(iter(self._references)))
+                    self._references[key] = found
+        return found
+
     def reference(self, source_id: int, index: int) -> dict[str, Any]:
         """The latent's stored held-out set with its baseline and machine scores (made once)."""
-        found = self.games.get_game_latent(source_id, index)
+        found = self.stored_reference(source_id, index)
         if found is not None:
             return found
         with self._maker(source_id, index):  # players arriving together make it once
-            found = self.games.get_game_latent(source_id, index)
+            found = self.stored_reference(source_id, index)
             if found is not None:
                 return found
             atlas, scorer = self._atlas(source_id)
@@ -205,7 +248,8 @@ class Game:
             holdout = make_holdout(atlas, latent)
             machine, others = self._machine_explanations(source_id)
             values = reference_scores(atlas, latent, scorer, holdout, machine.get(index), others)
-            return self.games.put_game_latent(source_id, index, {"holdout": holdout, **values})
+            self.games.put_game_latent(source_id, index, {"holdout": holdout, **values})
+            return self.stored_reference(source_id, index)
 
     def _maker(self, source_id: int, index: int) -> threading.Lock:
         with self._lock:
@@ -214,7 +258,7 @@ class Game:
     def prepare_soon(self, source_id: int, index: int) -> None:
         """Make the latent's held-out set in the background unless it exists or is being made
         (a puzzle being shown: its first submit then finds it ready). Errors are left to the submit."""
-        if self._maker(source_id, index).locked() or self.games.get_game_latent(source_id, index) is not None:
+        if self._maker(source_id, index).locked() or self.stored_reference(source_id, index) is not None:
             return
 
         def make() -> None:
@@ -243,7 +287,7 @@ class Game:
 
     def best(self, source_id: int, index: int, reference: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The latent's best explanation so far on its held-out set (the machine's included)."""
-        reference = reference or self.games.get_game_latent(source_id, index)
+        reference = reference or self.stored_reference(source_id, index)
         scored = self.games.game_scores(source_id, index)
         top = max(scored.items(), key=lambda kv: (kv[1][1], -kv[0]), default=None)
         machine = None
@@ -268,41 +312,43 @@ class Game:
         check_text_value("explanation", text)  # unstorable text: refused before anything is computed or written
         record = self._campaign_of(campaign, source_id, index)
         reference = self.reference(source_id, index)
-        previous = self.best(source_id, index, reference)
-        existing = [(e["id"], e["text"]) for e in self._visible(source_id, index, user)]
+        existing = [(e["id"], e["text"]) for e in self.games.latent_explanations(source_id, index)]
         if reference["machine_explanation_id"] is None:
             existing.append((None, reference["machine_text"]))  # the machine's label, even unstored
-        vector = self._vectors_of([text])[0]
-        twin = rules.duplicate_of(text, vector, existing, self._vectors_of([t for _, t in existing]))
-        common = {"campaign": record.slug if record else None, "baseline": reference["baseline_score"],
-                  "machine": {"text": reference["machine_text"], "score": reference["machine_score"]}}  # fmt: skip
-        if twin is not None:
-            return {**common, **self._as_vote(user, record, source_id, index, twin, daily)}
-        tries = [p for p in self.games.plays(user_id=user.id, source_id=source_id, index=index) if p.action == "explain"]
-        if len(tries) >= rules.MAX_EXPLANATIONS_PER_LATENT:
-            raise CommunityError(f"you have written {len(tries)} explanations of this latent: vote for one, or play another")
-        _, scorer = self._atlas(source_id)
-        score = scorer.score_vectors(vector[None, :], reference["holdout"])[0]
-        prev_score = previous["score"] if previous else None
-        points = rules.explanation_points(score, reference["baseline_score"], prev_score)
-        eid = self.store.add_explanation(source_id, index, text, GAME_METHOD, author_id=user.id,
-                                         details={"game": {"campaign": common["campaign"], "daily": daily}})  # fmt: skip
-        self.store.add_score(eid, "embedding", status="ok" if score is not None else "error", score=score,
-                             baseline_score=reference["baseline_score"], scorer_model=HoldoutScorer.model_name,
-                             prompt_version=GAME_SCORE_VERSION, error=None if score is not None else "one class only",
-                             details={"held_out": "game_latents.holdout", "embedding": EMBED_VERSION,
-                                      "positives": len(reference["holdout"]["positives"]),
-                                      "negatives": len(reference["holdout"]["negatives"])})  # fmt: skip
-        self.games.add_play(user.id, source_id, index, "explain", campaign_id=record.id if record else None,
-                            explanation_id=eid, score=score, points=points, daily=daily)  # fmt: skip
-        later = list(self.llm_scorers) if self.llm is not None else []
-        if later:
-            threading.Thread(target=self._llm_score, args=(eid,), name="latentpedia-game-llm", daemon=True).start()
-        outcome = "best" if score is not None and (prev_score is None or score > prev_score) and score > reference["baseline_score"] \
-            else "beat" if score is not None and score > reference["baseline_score"] else "below"  # fmt: skip
-        return {**common, "action": "explain", "explanation_id": eid, "score": score, "points": points,
-                "outcome": outcome, "duplicate_of": None, "similarity": None, "scoring_later": later,
-                "best": self.best(source_id, index, reference), "previous_best": prev_score}  # fmt: skip
+        vectors = self._vectors_of([text] + [t for _, t in existing])  # one embedder call (batched with other players')
+        vector = vectors[0]
+        with self.moves:  # the best so far read here, so two moves never both beat the same old best
+            previous = self.best(source_id, index, reference)
+            twin = rules.duplicate_of(text, vector, existing, vectors[1:])
+            common = {"campaign": record.slug if record else None, "baseline": reference["baseline_score"],
+                      "machine": {"text": reference["machine_text"], "score": reference["machine_score"]}}  # fmt: skip
+            if twin is not None:
+                return {**common, **self._as_vote(user, record, source_id, index, twin, daily)}
+            tries = [p for p in self.games.plays(user_id=user.id, source_id=source_id, index=index) if p.action == "explain"]
+            if len(tries) >= rules.MAX_EXPLANATIONS_PER_LATENT:
+                raise CommunityError(f"you have written {len(tries)} explanations of this latent: vote for one, or play another")
+            _, scorer = self._atlas(source_id)
+            score = scorer.score_vectors(vector[None, :], reference["holdout"])[0]
+            prev_score = previous["score"] if previous else None
+            points = rules.explanation_points(score, reference["baseline_score"], prev_score)
+            scored = {"scorer": "embedding", "status": "ok" if score is not None else "error", "score": score,
+                      "baseline_score": reference["baseline_score"], "scorer_model": HoldoutScorer.model_name,
+                      "prompt_version": GAME_SCORE_VERSION, "error": None if score is not None else "one class only",
+                      "details": {"held_out": "game_latents.holdout", "embedding": EMBED_VERSION,
+                                  "positives": len(reference["holdout"]["positives"]),
+                                  "negatives": len(reference["holdout"]["negatives"])}}  # fmt: skip
+            eid = self.games.add_scored_explanation(user.id, source_id, index, text, score=scored, points=points,
+                                                    campaign_id=record.id if record else None, daily=daily,
+                                                    details={"game": {"campaign": common["campaign"], "daily": daily}})  # fmt: skip
+            later = list(self.llm_scorers) if self.llm is not None else []
+            if later:
+                threading.Thread(target=self._llm_score, args=(eid,), name="latentpedia-game-llm", daemon=True).start()
+            outcome = "best" if score is not None and (prev_score is None or score > prev_score) and score > reference["baseline_score"] \
+                else "beat" if score is not None and score > reference["baseline_score"] else "below"  # fmt: skip
+            return {**common, "action": "explain", "explanation_id": eid, "score": score, "points": points,
+                    "outcome": outcome, "duplicate_of": None, "similarity": None, "scoring_later": later,
+                    "best": _best_after(previous, {"id": eid, "text": text, "score": score, "author": user.username, "author_id": user.id}),
+                    "previous_best": prev_score}  # fmt: skip
 
     def _llm_score(self, explanation_id: int) -> None:
         """Simulation / detection through the configured endpoint (errors are stored as error rows)."""
@@ -374,8 +420,10 @@ class Game:
         plays = self.games.plays(campaign_id=campaign_id, since=since, until=until)
         return self._board(plays)[:limit]
 
-    def _board(self, plays: list) -> list[dict[str, Any]]:
-        banned, hidden = self.games.banned_ids(), self.games.hidden_ids()
+    def _board(self, plays: list, *, banned: set[int] | None = None, names: dict[int, str] | None = None) -> list[dict[str, Any]]:
+        """Players of `plays` by points (`banned`, `names`: given when the caller knows them)."""
+        banned = self.games.banned_ids() if banned is None else banned
+        hidden = self.games.hidden_ids()
         bests: dict[tuple[int, int], tuple[int | None, int | None]] = {}  # latent -> (best id, its author)
         points: Counter[int] = Counter()
         counts: dict[int, Counter[str]] = defaultdict(Counter)
@@ -392,7 +440,7 @@ class Game:
                 best_id, author = bests[key]
                 if best_id == p.explanation_id and author not in (None, p.user_id):
                     points[p.user_id] += rules.VOTE_BONUS
-        names = self.games.usernames(set(counts))
+        names = self.games.usernames(set(counts)) if names is None else names
         rows = [{"username": names[u], "points": points[u], "explanations": counts[u]["explain"],
                  "votes": counts[u]["vote"] + counts[u]["duplicate"], "skips": counts[u]["skip"]}
                 for u in counts if u in names]  # fmt: skip
@@ -402,14 +450,14 @@ class Game:
     def standing(self, user: UserRecord, now: datetime | None = None, plays: list | None = None) -> dict[str, Any]:
         """A player's points, streak and today's share line (what every puzzle page shows of them)."""
         plays = self.games.plays(user_id=user.id) if plays is None else plays
-        board = self._board(plays)
+        board = self._board(plays, banned={user.id} if user.disabled else set(), names={user.id: user.username})
         days = {p.created_at.date() for p in plays if p.action != "skip"}
         day = rules.today(now)
         daily = [p for p in plays if p.daily == day.isoformat()]
         share = None
         if daily:
             last = daily[-1]
-            reference = self.games.get_game_latent(last.source_id, last.latent_index)
+            reference = self.stored_reference(last.source_id, last.latent_index)
             share = rules.share_line(day, _outcome(last, reference), sum(p.points for p in daily), rules.streak(days, now))
         return {"username": user.username, "points": board[0]["points"] if board else 0, "streak": rules.streak(days, now),
                 "plays": len(plays), "share": share}  # fmt: skip
@@ -440,6 +488,14 @@ class Game:
         fraction = done / len(wanted) if wanted else 0.0
         return {"latents": len(wanted), "beating_baseline": done, "fraction": fraction,
                 "label": f"{round(100 * fraction)}% of {campaign.source} has an explanation beating its baseline"}  # fmt: skip
+
+
+def _best_after(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
+    """The latent's best once `new` is stored, as `Game.best` would read it: the new explanation
+    only when it scores strictly higher (ties go to the older one, the machine's included)."""
+    if new["score"] is None or (previous is not None and new["score"] <= previous["score"]):
+        return previous
+    return new
 
 
 def _outcome(play: Any, reference: dict[str, Any] | None) -> str:

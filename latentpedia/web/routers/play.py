@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from latentpedia.interp.game.batching import EmbedBatcher
+from latentpedia.interp.game.batching import EmbedBatcher, embed_on_few_threads
 from latentpedia.interp.game.play import Game
 from latentpedia.store.accounts import CommunityError, UserRecord
 from latentpedia.store.game import CampaignRecord
@@ -57,10 +57,8 @@ RATE_ENV, BURST_ENV = "LATENTPEDIA_GAME_RATE", "LATENTPEDIA_GAME_BURST"
 def _embedder(request: Request):
     live, loop = request.app.state.live, asyncio.get_running_loop()
 
-    def embed(texts: list[str]):
-        from latentpedia.interp.embedding import shared_embedder
-
-        return asyncio.run_coroutine_threadsafe(live.run(None, lambda _model: shared_embedder()(texts)), loop).result()
+    def embed(texts: list[str]):  # on one torch thread (interp/game/batching.py says why)
+        return asyncio.run_coroutine_threadsafe(live.run(None, lambda _model: embed_on_few_threads(texts)), loop).result()
 
     return embed
 
@@ -113,6 +111,20 @@ async def _call(fn, *args, **kwargs) -> Any:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+PAGES_AT_ONCE = 2  # puzzles worked on together by one server process
+
+
+async def _call_puzzle(request: Request, *args: Any) -> Puzzle:
+    """`_puzzle` in the thread pool, at most PAGES_AT_ONCE at a time, in arrival order: 32
+    players' pages arriving together then finish one after another (a few ms each) instead of all
+    at the end of the burst, as threads sharing one GIL would."""
+    gate = getattr(request.app.state, "puzzle_gate", None)
+    if gate is None:
+        gate = request.app.state.puzzle_gate = asyncio.Semaphore(PAGES_AT_ONCE)
+    async with gate:
+        return await _call(_puzzle, *args)
+
+
 # conversions
 
 
@@ -123,11 +135,12 @@ def campaign_out(game: Game, c: CampaignRecord) -> CampaignOut:
                        url=f"/play/c/{c.slug}")  # fmt: skip
 
 
-def me_out(game: Game, user: UserRecord | None) -> Me | None:
+def me_out(game: Game, user: UserRecord | None, plays: list | None = None) -> Me | None:
+    """The caller's standing (`plays`: all their plays, when the handler has read them)."""
     if user is None:
         return None
     mode, tutorial = game.games.prefs(user.id)
-    player = game.standing(user)
+    player = game.standing(user, plays=plays)
     return Me(username=user.username, points=player["points"], streak=player["streak"], mode=mode, tutorial_done=tutorial,
               share=player["share"])  # fmt: skip
 
@@ -168,19 +181,20 @@ async def play_html(request: Request, user: OptionalUser, game: Game = GameDep) 
 
 
 def _puzzle(game: Game, user: UserRecord | None, campaign: str | None, index: int | None, daily: bool) -> Puzzle:
-    found = game.puzzle(user, campaign, index=index, daily=daily)
+    plays = game.games.plays(user_id=user.id) if user else None  # read once: the next latent, what was played, the standing
+    found = game.puzzle(user, campaign, index=index, daily=daily, plays=plays)
     feature = f"/{found['modelId']}/{found['layer']}/{found['index']}" if found.get("index") is not None else None
-    return Puzzle(**found, me=me_out(game, user), feature_url=feature)
+    return Puzzle(**found, me=me_out(game, user, plays), feature_url=feature)
 
 
 @router.get("/api/play/puzzle", response_model=Puzzle, responses=ERRORS, summary="A campaign's next latent for you (or `index`)")
-async def puzzle_json(campaign: str, user: OptionalUser, index: int | None = None, game: Game = GameDep) -> Puzzle:
-    return await _call(_puzzle, game, user, campaign, index, False)
+async def puzzle_json(request: Request, campaign: str, user: OptionalUser, index: int | None = None, game: Game = GameDep) -> Puzzle:
+    return await _call_puzzle(request, game, user, campaign, index, False)
 
 
 @router.get("/api/play/daily", response_model=Puzzle, responses=ERRORS, summary="Today's puzzle (the same latent for everyone, UTC)")
-async def daily_json(user: OptionalUser, game: Game = GameDep) -> Puzzle:
-    return await _call(_puzzle, game, user, None, None, True)
+async def daily_json(request: Request, user: OptionalUser, game: Game = GameDep) -> Puzzle:
+    return await _call_puzzle(request, game, user, None, None, True)
 
 
 def _puzzle_page(request: Request, page: Puzzle, twin: str) -> HTMLResponse:
@@ -195,14 +209,14 @@ def _puzzle_page(request: Request, page: Puzzle, twin: str) -> HTMLResponse:
 
 @router.get("/play/c/{campaign}", response_class=HTMLResponse, include_in_schema=False)
 async def puzzle_html(request: Request, campaign: str, user: OptionalUser, index: int | None = None, game: Game = GameDep) -> HTMLResponse:
-    page = await _call(_puzzle, game, user, campaign, index, False)
+    page = await _call_puzzle(request, game, user, campaign, index, False)
     twin = f"/api/play/puzzle?campaign={campaign}" + (f"&index={index}" if index is not None else "")
     return _puzzle_page(request, page, twin)
 
 
 @router.get("/play/daily", response_class=HTMLResponse, include_in_schema=False)
 async def daily_html(request: Request, user: OptionalUser, game: Game = GameDep) -> HTMLResponse:
-    page = await _call(_puzzle, game, user, None, None, True)
+    page = await _call_puzzle(request, game, user, None, None, True)
     return _puzzle_page(request, page, "/api/play/daily")
 
 
@@ -212,7 +226,8 @@ async def daily_html(request: Request, user: OptionalUser, game: Game = GameDep)
 def _submit(game: Game, store, user: UserRecord, body: SubmitIn) -> PlayResult:
     source = source_record(store, body.modelId, body.layer)
     found = game.submit(user, body.campaign, source.id, body.index, body.text, daily=_daily_key(body))
-    return _result(game, user, found, _next_url(body))
+    with game.moves:  # the standing's reads too: moves' store work one at a time (interp/game/play.py)
+        return _result(game, user, found, _next_url(body))
 
 
 @router.post("/api/play/submit", response_model=PlayResult, responses=ERRORS, dependencies=[Depends(game_limit)],
@@ -368,6 +383,7 @@ def _new_campaign(game: Game, store, body: CampaignIn, admin: UserRecord) -> Cam
             raise CommunityError(f"list {body.list_id} has no latent of {source.name}")
     record = game.games.add_campaign(body.slug, body.title, source.id, order=body.order, latents=indices,
                                      starts_at=body.starts_at, ends_at=body.ends_at, created_by=admin.id)  # fmt: skip
+    game.forget_campaigns()
     return campaign_out(game, record)
 
 
@@ -380,6 +396,7 @@ async def new_campaign(body: CampaignIn, store: StoreDep, admin: AdminUser, game
 async def delete_campaign(slug: str, _admin_user: AdminUser, game: Game = GameDep) -> Done:
     if not game.games.delete_campaign(slug):
         raise NotFoundError(f"no campaign {slug!r}")
+    game.forget_campaigns()
     return Done(detail=f"deleted campaign {slug}")
 
 
