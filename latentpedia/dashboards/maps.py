@@ -60,10 +60,35 @@ def embed(directions: np.ndarray, config: MapConfig = MapConfig()) -> np.ndarray
         return _pca_2d(points)
     import umap  # lazy: numba compilation is paid only by whoever computes a map
 
+    keep_compiled_code()
     reducer = umap.UMAP(n_components=2, n_neighbors=min(config.n_neighbors, n - 1), min_dist=config.min_dist,
                         metric="cosine", n_epochs=config.n_epochs, init=config.init, random_state=config.seed,
                         low_memory=True, n_jobs=1)  # fmt: skip
     return np.asarray(reducer.fit_transform(points), dtype=np.float32)
+
+
+def keep_compiled_code() -> int:
+    """Let numba keep umap's and pynndescent's compiled functions on disk (most are not declared
+    `cache=True`), so a new process loads them instead of compiling them again: ~60% of a
+    4,096-latent map's CPU time in a fresh process. Same machine code, so the same map (bench/RESULTS.md).
+    Returns how many functions were switched (0 on later calls)."""
+    import sys
+
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("umap.", "pynndescent.")):
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache) and obj.__module__ == name:
+                try:
+                    obj.enable_caching()
+                except RuntimeError:  # numba found nowhere to write it: compile as before
+                    continue
+                switched += 1
+    return switched
 
 
 def _pca_2d(points: np.ndarray) -> np.ndarray:
