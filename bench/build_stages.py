@@ -53,10 +53,12 @@ def write_topk_sae(folder: Path, *, d_in: int = 576, d_sae: int = 4096, k: int =
 
 
 class StageClock:
-    """Wall seconds per stage, accumulated by wrapping functions (`clock.wrap(module, name, stage)`)."""
+    """Wall and CPU seconds per stage (CPU: this process, every thread; steadier than wall time
+    on a loaded machine), accumulated by wrapping functions (`clock.wrap(module, name, stage)`)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self._depth = 0
         self._undo: list = []
 
@@ -64,13 +66,14 @@ class StageClock:
     def stage(self, name: str):
         outer = self._depth == 0  # a stage inside another counts once, in the outer one
         self._depth += 1
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self._depth -= 1
             if outer:
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - start_cpu
 
     def wrap(self, owner, attr: str, stage: str) -> None:
         original = getattr(owner, attr)
@@ -88,8 +91,8 @@ class StageClock:
         self._undo.clear()
 
 
-def timed_build(sae: Path, n_tokens: int, db_url: str) -> tuple[dict[str, float], dict]:
-    """One `latentpedia build --source SAE --tokens N` with a wall time per stage."""
+def timed_build(sae: Path, n_tokens: int, db_url: str) -> tuple[dict[str, float], dict[str, float], dict]:
+    """One `latentpedia build --source SAE --tokens N` with wall and CPU seconds per stage."""
     from latentpedia.dashboards import maps, neighbours, pipeline, runner
     from latentpedia.store.api import Store
 
@@ -108,7 +111,7 @@ def timed_build(sae: Path, n_tokens: int, db_url: str) -> tuple[dict[str, float]
     ):
         clock.wrap(owner, attr, stage)
     request = pipeline.BuildRequest(sources=[str(sae)], n_tokens=n_tokens, progress=False)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     try:
         store = Store.open(db_url)
         summary = pipeline.build(store, request, log=lambda *_: None)
@@ -116,10 +119,11 @@ def timed_build(sae: Path, n_tokens: int, db_url: str) -> tuple[dict[str, float]
     finally:
         clock.restore()
     clock.seconds["whole build"] = time.perf_counter() - start
-    return clock.seconds, summary
+    clock.cpu["whole build"] = time.process_time() - start_cpu
+    return clock.seconds, clock.cpu, summary
 
 
-def bare_pass(n_tokens: int, batch_size: int = 8) -> float:
+def bare_pass(n_tokens: int, batch_size: int = 8) -> tuple[float, float]:
     """The model to layer 14 over the build's windows, activations captured, nothing else."""
     import torch
 
@@ -129,10 +133,10 @@ def bare_pass(n_tokens: int, batch_size: int = 8) -> float:
 
     model = load_model()
     windows = prepare_corpus(model, n_tokens=n_tokens).windows
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for lo in range(0, len(windows), batch_size):
-        run_with_cache(model, torch.from_numpy(windows[lo : lo + batch_size]).long(), [HOOK])
-    return time.perf_counter() - start
+        run_with_cache(model, torch.from_numpy(windows[lo : lo + batch_size]).long(), [HOOK], stop_early=True)
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def fresh_db(db: str, root: Path) -> str:
@@ -158,6 +162,7 @@ def fresh_db(db: str, root: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=32_000)
+    parser.add_argument("--latents", type=int, default=4096)
     parser.add_argument("--db", default="sqlite", help="sqlite, or a PostgreSQL URL of a database of its own (dropped and created for each build)")
     parser.add_argument("--home", type=Path, help="data dir (default: a temporary one)")
     parser.add_argument("--cold", action="store_true", help="time the first build of an empty data dir")
@@ -169,18 +174,18 @@ def main() -> None:
     if args.cold:
         shutil.rmtree(home, ignore_errors=True)
     os.environ["LATENTPEDIA_HOME"] = str(home)
-    sae = write_topk_sae(root / "sae")
+    sae = write_topk_sae(root / "sae", d_sae=args.latents)
     runs = [] if args.cold else [None] * args.warm_runs
-    stages, summary = timed_build(sae, args.tokens, fresh_db(args.db, root))
+    stages, cpu, summary = timed_build(sae, args.tokens, fresh_db(args.db, root))
     for _ in runs:  # the first build warmed the caches: time a build of a fresh store
-        stages, summary = timed_build(sae, args.tokens, fresh_db(args.db, root))
-    bare = bare_pass(args.tokens)
-    print(f"{args.tokens:,} tokens, {args.db}, {'cold' if args.cold else 'warm'} data dir; load {os.getloadavg()[0]:.1f}")
-    print("| stage | s | ÷ bare pass |\n|---|---|---|")
-    for name, seconds in [*stages.items(), ("bare pass (same windows, to layer 14)", bare)]:
-        print(f"| {name} | {seconds:.2f} | {seconds / bare:.2f} |")
+        stages, cpu, summary = timed_build(sae, args.tokens, fresh_db(args.db, root))
+    bare, bare_cpu = bare_pass(args.tokens)
+    print(f"{args.tokens:,} tokens, {args.latents:,} latents, {args.db}, {'cold' if args.cold else 'warm'} data dir; load {os.getloadavg()[0]:.1f}")
+    print("| stage | wall s | ÷ bare pass | CPU s | ÷ bare pass CPU |\n|---|---|---|---|---|")
+    for name, seconds, cpu_s in [*((n, s, cpu[n]) for n, s in stages.items()), ("bare pass (same windows, to layer 14)", bare, bare_cpu)]:
+        print(f"| {name} | {seconds:.2f} | {seconds / bare:.2f} | {cpu_s:.2f} | {cpu_s / bare_cpu:.2f} |")
     if args.json:
-        print(json.dumps({"tokens": args.tokens, "db": args.db, "stages": stages, "bare": bare}))
+        print(json.dumps({"tokens": args.tokens, "latents": args.latents, "db": args.db, "stages": stages, "cpu": cpu, "bare": bare, "bare_cpu": bare_cpu}))
     shutil.rmtree(root, ignore_errors=True)
     sys.stdout.flush()
 
