@@ -1,6 +1,6 @@
 """The game under load: puzzle page and submit (with offline scoring) latency, 32 concurrent players.
 
-    flock /tmp/latentpedia-measure.lock .venv/bin/python bench/game.py [--players 32] [--rounds 3] [--db URL] [--before GIT_REF]
+    flock /tmp/latentpedia-measure.lock .venv/bin/python bench/game.py [--players 32] [--rounds 3] [--db URL] [--before GIT_REF] [--workers N]
 
 Builds the seeded tiny atlas of the tests (tests/web_atlas.py: a real build of a 4-layer LLaMA
 over CPython's docs, two neuron sources) with offline machine explanations and a campaign over
@@ -80,12 +80,16 @@ def build(tree: Path, url: str, folder: Path, players: int) -> dict[str, str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def serve(url: str, port: int, tree: Path) -> subprocess.Popen:
-    """uvicorn serving the atlas with the latentpedia of `tree` (a source checkout)."""
+def serve(url: str, port: int, tree: Path, workers: int = 1) -> subprocess.Popen:
+    """uvicorn serving the atlas with the latentpedia of `tree` (a source checkout); `workers` > 1:
+    that many processes, as `latentpedia serve --workers N` starts them (web/workers.py)."""
     code = ("import uvicorn; from latentpedia.web import create_app; from latentpedia.engine.worker import LiveConfig; "
             f"uvicorn.run(create_app({url!r}, live_config=LiveConfig.from_env()), host='127.0.0.1', port={port}, log_level='warning')")  # fmt: skip
+    if workers > 1:
+        code = ("import uvicorn; uvicorn.run('latentpedia.web.workers:app_from_env', factory=True, "
+                f"workers={workers}, host='127.0.0.1', port={port}, log_level='warning')")  # fmt: skip
     env = {**os.environ, "LATENTPEDIA_GAME_RATE": "0", "LATENTPEDIA_LIVE_RATE": "0", "LATENTPEDIA_LIVE_TIMEOUT": "600", "LATENTPEDIA_LIVE_QUEUE": "1024",
-           "PYTHONPATH": str(tree)}  # fmt: skip
+           "PYTHONPATH": str(tree), "LATENTPEDIA_SERVE_DB": url}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tree)
     deadline = time.monotonic() + 300  # importing torch on a loaded machine
     while time.monotonic() < deadline and process.poll() is None:
@@ -124,11 +128,14 @@ async def run(base: str, keys: dict[str, str], rounds: int) -> tuple[list, list]
     model = keys.pop("model")
     pages, submits = [], []
     limits = httpx.Limits(max_connections=len(keys) + 4)
+    async def warm_up(key: str) -> None:  # loads the embedder (not timed); one new connection each, so
+        async with httpx.AsyncClient(base_url=base, timeout=300) as alone:  # several server processes get one
+            warm = await alone.post("/api/play/submit", json={"modelId": model, "layer": "1-mlp", "index": 127, "text": "warm up"},
+                                    headers={"x-api-key": key})  # fmt: skip
+            assert warm.status_code in (200, 400), warm.text
+
+    await asyncio.gather(*(warm_up(key) for key in list(keys.values())[:8]))
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-        first = next(iter(keys.values()))
-        warm = await client.post("/api/play/submit", json={"modelId": model, "layer": "1-mlp", "index": 127, "text": "warm up"},
-                                 headers={"x-api-key": first})  # loads the embedder once (not timed)
-        assert warm.status_code in (200, 400), warm.text
         await asyncio.gather(*(player(client, key, model, rounds, n, pages, submits) for n, key in enumerate(keys.values())))
     return pages, submits
 
@@ -147,14 +154,14 @@ def threshold_check() -> None:
         print(f"cosine, {label:24s} min {min(sims):.3f}  max {max(sims):.3f}  (threshold {DUPLICATE_COSINE})")
 
 
-def measure(tree: Path, players: int, rounds: int, db: str | None) -> dict[str, list[float]]:
+def measure(tree: Path, players: int, rounds: int, db: str | None, workers: int = 1) -> dict[str, list[float]]:
     """One run: a fresh atlas, a server of `tree`, the players; the latencies in seconds by label."""
     folder = Path(tempfile.mkdtemp(prefix="bench-game-"))
     os.environ["LATENTPEDIA_HOME"] = str(folder / "home")
     url = db or f"sqlite:///{folder / 'atlas.db'}"
     keys = build(tree, url, folder, players)
     port = _free_port()
-    server = serve(url, port, tree)
+    server = serve(url, port, tree, workers)
     try:
         pages, submits = asyncio.run(run(f"http://127.0.0.1:{port}", keys, rounds))
     finally:
@@ -183,14 +190,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db", default=None, help="a database URL (default: a SQLite file in a temp dir); not with --before")
     parser.add_argument("--before", metavar="GIT_REF", default=None, help="also measure the server of this commit, side by side")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (latentpedia serve --workers N), for both runs")
     args = parser.parse_args()
     if args.before and args.db:
         raise SystemExit("--before needs a fresh atlas per run: leave out --db")
     runs = {}
     if args.before:
-        runs[args.before] = measure(checkout(args.before), args.players, args.rounds, None)
-    runs["this tree"] = measure(ROOT, args.players, args.rounds, args.db)
-    print(f"{args.players} players × {args.rounds} rounds on {(args.db or 'sqlite').split(':')[0]}, 2 cores shared")
+        runs[args.before] = measure(checkout(args.before), args.players, args.rounds, None, args.workers)
+    runs["this tree"] = measure(ROOT, args.players, args.rounds, args.db, args.workers)
+    print(f"{args.players} players × {args.rounds} rounds on {(args.db or 'sqlite').split(':')[0]}, {args.workers} server process(es), 2 cores shared")
     for name, found in runs.items():
         print(f"-- {name}")
         for label, values in found.items():
