@@ -3,11 +3,12 @@
     with dbapi_connection(store.engine) as conn:
         rows = read_feature_rows(conn, store.dialect, model, source, index, full=True)
 
-`full=True` (a cache miss) reads the source row, the latent's statistics, its examples, its
-matches and whether it has explanations or comments; `full=False` (the latent's static part is
-cached) only the source row and those community flags. PostgreSQL answers either in ONE
-statement (one round trip: the examples and matches aggregated into arrays by LATERAL joins);
-SQLite in one (`full=False`) or three (head row, examples, matches). Statements are plain SQL
+`full=True` (a cache miss) reads the source row, the latent's statistics and map position,
+its examples, its matches and whether it has explanations or comments, in three statements
+(head row, examples, matches); `full=False` (the latent's static part is cached) only the source
+row and those community flags, in one. (One PostgreSQL statement aggregating the examples and
+matches by LATERAL joins was tried: fewer round trips, but the server spent more than it saved,
+bench/RESULTS.md.) Statements are plain SQL
 strings run on the driver's connection: sqlite3 keeps them prepared in its statement cache,
 psycopg prepares them after a few runs, and neither pays SQLAlchemy's per-statement cost (about
 as much as SQLite's own work for these reads).
@@ -61,24 +62,10 @@ def _sqlite_sql() -> tuple[str, str, str, str]:
     return head, full, examples, matches
 
 
-def _postgresql_sql() -> tuple[str, str]:
-    p = {"idx": "%(idx)s", "model": "%(model)s", "name": "%(name)s"}
-    source = _SOURCE_COLUMNS.format(meta="s.meta::text")
-    head = f"SELECT {source}, {_FLAGS.format(**p)} {_FROM}{_WHERE.format(**p)}"
-    aggregated = ", ".join(f"array_agg({c} ORDER BY {_EXAMPLE_ORDER}) AS {n}" for c, n in (
-        ("e.kind", "kinds"), ('e."group"', "groups"), ('e."window"', "windows"), ("e.max_value", "max_values"),
-        ("e.max_pos", "max_pos"), ("e.positions", "positions"), ('e."values"', "vals")))  # fmt: skip
-    examples = (f" LEFT JOIN LATERAL (SELECT {aggregated} FROM examples e WHERE e.source_id = s.id AND e.latent = %(idx)s) ex ON true")
-    matches = (" LEFT JOIN LATERAL (SELECT json_agg(json_build_array(m.other_id, o.name, o.layer, o.hook_name, m.method, "
-               f"m.indices, m.\"values\") ORDER BY {_MATCH_ORDER}) AS found FROM latent_matches m JOIN sources o ON o.id = m.other_id "
-               "WHERE m.source_id = s.id AND m.idx = %(idx)s) mt ON true")  # fmt: skip
-    full = (f"SELECT {source}, {_FLAGS.format(**p)}, {_LATENT_COLUMNS}, ex.kinds, ex.groups, ex.windows, ex.max_values, "
-            f"ex.max_pos, ex.positions, ex.vals, mt.found {_FROM}{_LATENT_JOIN.format(**p)}{examples}{matches}{_WHERE.format(**p)}")  # fmt: skip
-    return head, full
-
-
 _SQLITE_HEAD, _SQLITE_FULL, _SQLITE_EXAMPLES, _SQLITE_MATCHES = _sqlite_sql()
-_PG_HEAD, _PG_FULL = _postgresql_sql()
+_PG_HEAD, _PG_FULL = ((q.replace("s.meta,", "s.meta::text,").replace(":idx", "%(idx)s").replace(":model", "%(model)s").replace(":name", "%(name)s"))
+                      for q in (_SQLITE_HEAD, _SQLITE_FULL))  # fmt: skip
+_PG_EXAMPLES, _PG_MATCHES = _SQLITE_EXAMPLES.replace("?", "%s"), _SQLITE_MATCHES.replace("?", "%s")
 
 
 class LatentRow(NamedTuple):
@@ -166,8 +153,8 @@ def read_feature_rows(conn: Any, dialect: str, model: str, source: str, index: i
     """The rows of latent `index` of `model`/`source` on the DBAPI connection `conn` (see the module doc)."""
     params = {"model": model, "name": source, "idx": index if 0 <= index <= MAX_INDEX else -1}
     if dialect == "postgresql":
-        return _postgresql(conn, params, full)
-    return _sqlite(conn, params, full)
+        return _split(conn, params, full, (_PG_FULL if full else _PG_HEAD, _PG_EXAMPLES, _PG_MATCHES), _same)
+    return _split(conn, params, full, (_SQLITE_FULL if full else _SQLITE_HEAD, _SQLITE_EXAMPLES, _SQLITE_MATCHES), _json)
 
 
 def window_rows(conn: Any, dialect: str, corpus_id: int, indices: list[int]) -> list[tuple[int, bytes]]:
@@ -201,33 +188,19 @@ def best_explanations(conn: Any, dialect: str, wanted: dict[int, set[int]]) -> d
     return best
 
 
-def _sqlite(conn: Any, params: dict[str, Any], full: bool) -> FeatureRows:
-    row = conn.execute(_SQLITE_FULL if full else _SQLITE_HEAD, params).fetchone()
+def _split(conn: Any, params: dict[str, Any], full: bool, sql: tuple[str, str, str], parse: Any) -> FeatureRows:
+    head_sql, examples_sql, matches_sql = sql
+    row = conn.execute(head_sql, params).fetchone()
     if row is None:
         return FeatureRows(None, False, False, None, [], [])
     source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
     if not full or not row[_N_SOURCE + 2]:
         return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
-    latent, map_row = _latent(row[_N_SOURCE + 3 : _N_SOURCE + _N_LATENT + 2], _json)
+    latent, map_row = _latent(row[_N_SOURCE + 3 : _N_SOURCE + _N_LATENT + 2], parse)
     key = (source_key[0], params["idx"])
-    examples = [ExampleRow._make(r) for r in conn.execute(_SQLITE_EXAMPLES, key)]
-    matches = [MatchTuple(o, name, layer, hook, method, json.loads(idx), json.loads(val))
-               for o, name, layer, hook, method, idx, val in conn.execute(_SQLITE_MATCHES, key)]  # fmt: skip
-    return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, examples, matches, map_row)
-
-
-def _postgresql(conn: Any, params: dict[str, Any], full: bool) -> FeatureRows:
-    row = conn.execute(_PG_FULL if full else _PG_HEAD, params).fetchone()
-    if row is None:
-        return FeatureRows(None, False, False, None, [], [])
-    source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
-    if not full or not row[_N_SOURCE + 2]:
-        return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
-    start = _N_SOURCE + 3
-    latent, map_row = _latent(row[start : start + _N_LATENT - 1], _same)
-    columns = row[start + _N_LATENT - 1 : start + _N_LATENT + 6]
-    examples = [ExampleRow._make(r) for r in zip(*columns, strict=True)] if columns[0] else []
-    matches = [MatchTuple(*m) for m in row[-1] or ()]
+    examples = [ExampleRow._make(r) for r in conn.execute(examples_sql, key)]
+    matches = [MatchTuple(o, name, layer, hook, method, parse(idx), parse(val))
+               for o, name, layer, hook, method, idx, val in conn.execute(matches_sql, key)]  # fmt: skip
     return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, examples, matches, map_row)
 
 
