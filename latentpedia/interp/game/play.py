@@ -44,7 +44,8 @@ class Game:
         """`llm`: an interp LLMConfig; when given, each new explanation is also scored by
         `llm_scorers` in the background (stored beside the embedding score; points stay on the latter).
         `prefetch`: serving a puzzle whose held-out set is not made yet makes it in the background,
-        so the first submit on it finds it ready (the web turns this on)."""
+        so the first submit on it finds it ready, and so is the player's next latent of the
+        campaign (the web turns this on)."""
         self.store = store
         self.llm, self.llm_scorers = llm, llm_scorers
         self.prefetch = prefetch
@@ -138,12 +139,17 @@ class Game:
 
     def next_index(self, user: UserRecord | None, campaign: CampaignRecord, plays: list | None = None) -> int | None:
         """The player's first unplayed latent of the campaign (`plays`: all the player's plays, if read already)."""
+        found = self.upcoming(user, campaign, plays, 1)
+        return found[0] if found else None
+
+    def upcoming(self, user: UserRecord | None, campaign: CampaignRecord, plays: list | None = None, count: int = 2) -> list[int]:
+        """The player's next `count` unplayed latents of the campaign, in its order."""
         order = self.candidates(campaign)
         if plays is not None:
             played = {p.latent_index for p in plays if p.source_id == campaign.source_id}
         else:
             played = self.games.played_indices(user.id, campaign.source_id) if user else set()
-        return next((i for i in order if i not in played), None)
+        return [i for i in order if i not in played][:count]
 
     def puzzle(self, user: UserRecord | None, campaign: str | None = None, *, index: int | None = None,
                daily: bool = False, now: datetime | None = None, plays: list | None = None) -> dict[str, Any]:  # fmt: skip
@@ -152,7 +158,7 @@ class Game:
         of the player's plays, when the caller has read them (the page also shows their standing)."""
         if user is not None and plays is None:
             plays = self.games.plays(user_id=user.id)
-        day = None
+        day, ahead = None, []
         if daily:
             found = self.daily(now)
             if found is None:
@@ -163,7 +169,7 @@ class Game:
                 raise CommunityError("name a campaign, or ask for the daily puzzle")
             record = self.campaign(campaign)
             if index is None:
-                index = self.next_index(user, record, plays if user else None)
+                index, *ahead = self.upcoming(user, record, plays if user else None) or [None]
             elif index not in set(self.candidates(record)):
                 raise MissingError(f"latent {index} is not a live latent of campaign {record.slug!r}")
         base = {"campaign": record.slug, "campaign_title": record.title, "modelId": record.model_id,
@@ -171,7 +177,8 @@ class Game:
         if index is None:
             return {**base, "done": True, "index": None}
         if self.prefetch and user is not None:  # a player who may submit next (not every visitor)
-            self.prepare_soon(record.source_id, index)
+            for latent in (index, *ahead):  # and their next latent: its set is ready when they get there
+                self.prepare_soon(record.source_id, latent)
         played = [p for p in plays if p.source_id == record.source_id and p.latent_index == index] if user else []
         return {**base, "done": False, "index": index, **self.clues(record.source_id, index),
                 "explanations": self._visible(record.source_id, index, user),
