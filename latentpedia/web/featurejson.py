@@ -8,9 +8,9 @@ the source row changes (a rebuild, new metadata, matches or a map recomputed: ea
 row), so it is kept as bytes in an LRU keyed by (store, decoder, source entry, index), beside
 the latent's match rows and its map position; each corpus window's `tokens` and `token_ids`
 JSON is made once and shared by the pages showing it. Each request then costs one read of the
-store on the driver's connection (store/feature_rows.py: one statement on PostgreSQL; on a hit
-the source row and whether the latent has explanations or comments, which are fetched only if
-so), one more statement for the neighbours' best explanations when the latent has neighbours,
+store on the driver's connection (store/feature_rows.py: on a hit one statement, the source row
+and whether the latent has explanations or comments, which are fetched only if so; three on a
+miss), one more statement for the neighbours' best explanations when the latent has neighbours,
 and a byte splice of the fresh community fields.
 Cache size: `LATENTPEDIA_FEATURE_CACHE_MB` (default 256; a quarter more for the reader's corpus
 windows).
@@ -56,8 +56,8 @@ class FeatureJson:
 
     def body(self, store: Store, text: TokenText, model: str, source: str, index: int) -> bytes:
         """The feature JSON of latent `index` (NotFoundError like `feature_page_data`): one
-        read of the store (one statement on PostgreSQL) unless it has explanations, comments
-        or neighbours, whose explanations are read fresh."""
+        read of the store (one statement on a hit, three on a miss) unless it has explanations,
+        comments or neighbours, whose explanations are read fresh."""
         prefix = (self._ids(store), self._ids(text))
         found = self.reader.read_latent(store, model, source, index, text, lambda entry: self.static.get((*prefix, id(entry), index)) is not None)
         entry, rows = found.entry, found.rows

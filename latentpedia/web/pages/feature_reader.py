@@ -1,9 +1,9 @@
 """What a feature page is made of, read from the store fast: the source's record, one latent's
 statistics, its examples and the tokens of their corpus windows.
 
-The rows come from store/feature_rows.py: plain SQL on the driver's connection, one statement
-on PostgreSQL (the source row, the latent's, its examples, matches and map position, and whether
-it has explanations or comments). The decoded tokens of each corpus window are cached (many
+The rows come from store/feature_rows.py: plain SQL on the driver's connection, three statements
+(the source row with the latent's, its map position and whether it has explanations or comments;
+its examples; its matches), one when the caller holds the latent's static part. The decoded tokens of each corpus window are cached (many
 latents' examples share windows), as is each source row's record and public view, keyed by the
 row as read, so a changed row (rebuild, new metadata) is seen on the next request. One `FeatureReader` per app, shared by
 the HTML page and the JSON (web/featurejson.py makes it), so both see the same inputs.
@@ -179,8 +179,8 @@ class FeatureReader:
 
     def read_latent(self, store: Store, model: str, source: str, index: int, text: TokenText | None = None,
                     static_cached: Callable[[SourceEntry], bool] | None = None) -> FeatureRead:  # fmt: skip
-        """The source entry and rows of latent `index` in one pass over the store (one statement
-        on PostgreSQL, store/feature_rows.py), NotFoundError naming what is unknown. The rows are
+        """The source entry and rows of latent `index` in one pass over the store (three plain
+        statements, store/feature_rows.py), NotFoundError naming what is unknown. The rows are
         read in full (with the latent's inputs) unless `static_cached(entry)` says the caller
         holds the latent's static part for the source as it now is: then only the source row and
         the community flags are read (and the inputs are None)."""
