@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+
 from latentpedia.store.api import Store
 from tests.conftest import pg_schema_url
 from tests.web_atlas import SeededAtlas, seed_atlas, sqlite_atlas
@@ -63,3 +66,22 @@ def community_atlas(backend: str, request, tmp_path_factory) -> Iterator[Communi
     with pg_schema_url(request.getfixturevalue("pg_server_url")) as url:
         atlas = seed_atlas(url, Path(tmp_path_factory.mktemp("community-pg")))
         yield CommunityAtlas(atlas, url, add_accounts(url))
+
+
+# Module fixtures over conftest's `catlas`, for modules that import them by name (`from
+# tests.community_fixtures import client, store`): the public app's client and an open store.
+
+
+@pytest.fixture(scope="module")
+def client(catlas: CommunityAtlas) -> Iterator[TestClient]:
+    from latentpedia.web import create_app
+
+    with TestClient(create_app(catlas.url, private=False)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def store(catlas: CommunityAtlas) -> Iterator[Store]:
+    opened = Store.open(catlas.url)
+    yield opened
+    opened.close()

@@ -5,33 +5,18 @@ The security walk sends every write route of the OpenAPI spec anonymously and ex
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 
-from latentpedia.store.api import Store
 from latentpedia.web import create_app
 from latentpedia.web.auth import SESSION_COOKIE
+from tests.community_fixtures import client, store  # noqa: F401  (module fixtures)
 from tests.community_fixtures import PASSWORD, CommunityAtlas
 
 HTML = {"accept": "text/html"}
 SOURCE = "1-mlp"
 COMPUTE_EXT, LOGIN_EXT, READ_EXT = "x-latentpedia-compute", "x-latentpedia-login", "x-latentpedia-read"
 WRITE_METHODS = ("post", "put", "patch", "delete")
-
-
-@pytest.fixture(scope="module")
-def client(catlas) -> Iterator[TestClient]:
-    with TestClient(create_app(catlas.url, private=False)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def store(catlas) -> Iterator[Store]:
-    opened = Store.open(catlas.url)
-    yield opened
-    opened.close()
 
 
 def login(app_client: TestClient, username: str, password: str = PASSWORD) -> str:

@@ -7,46 +7,24 @@ the cache is bounded."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from latentpedia.engine.tokens import TokenText
-from latentpedia.store.api import Store
-from latentpedia.web import create_app
 from latentpedia.web.featurehtml import FeatureHtml, example_spans, vocab_token, window_spans
 from latentpedia.web.highlight import token_spans
 from latentpedia.web.pages import feature_page_data
 from latentpedia.web.pages.feature import _activation, _dense_values
 from latentpedia.web.pages.feature_reader import FeatureReader, StoredExample, WindowTokens
 from latentpedia.web.render import make_templates
-from tests.community_fixtures import PASSWORD, CommunityAtlas, community_atlas
-from tests.conftest import BACKENDS
+from tests.community_fixtures import client, store  # noqa: F401  (module fixtures)
+from tests.community_fixtures import PASSWORD
 from tests.test_web_featurejson import _rebuilt_results
 from tests.web_atlas import PAYLOAD
 
 EXAMPLE_DIV = '<div class="example" data-kind='
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def catlas(request, tmp_path_factory) -> Iterator[CommunityAtlas]:
-    with community_atlas(request.param, request, tmp_path_factory) as found:  # a copy: this module writes
-        yield found
-
-
-@pytest.fixture(scope="module")
-def client(catlas) -> Iterator[TestClient]:
-    with TestClient(create_app(catlas.url, private=False)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def store(catlas) -> Iterator[Store]:
-    opened = Store.open(catlas.url)
-    yield opened
-    opened.close()
 
 
 def _reference_spans(example: StoredExample, tokens: list[str], scale: float | None) -> str:
