@@ -98,6 +98,20 @@ def test_rows_are_what_the_orm_reads(tiny):
     assert len(families.latent_matches(store, ids[0], 0)) == 3 and _read(store, "0-sae", 0).map_row is not None
 
 
+def test_a_read_with_the_known_source_id_is_the_stepwise_read(tiny):
+    """With the source's id known (PostgreSQL: the three statements in one pipelined round trip),
+    a read is the stepwise one; with a stale id (the source built again under another id, or
+    another source's), it still reads the rows of the source the name now has."""
+    store, ids = tiny
+    with dbapi_connection(store.engine) as conn:
+        for sid, name in zip(ids, ("0-sae", "1-sae"), strict=True):
+            for index in (0, 5, 6, N - 1, N, -1):
+                stepwise = read_feature_rows(conn, store.dialect, MODEL, name, index, full=True)
+                for known in (sid, ids[0] + ids[1] - sid, 10**6):
+                    assert read_feature_rows(conn, store.dialect, MODEL, name, index, full=True, source_id=known) == stepwise, (name, index, known)
+        assert read_feature_rows(conn, store.dialect, MODEL, "9-sae", 0, full=True, source_id=ids[0]).source_key is None
+
+
 def test_unknown_sources_and_latents_read_nothing(tiny):
     store, _ = tiny
     assert _read(store, "9-sae", 0).source_key is None

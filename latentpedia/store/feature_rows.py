@@ -149,12 +149,33 @@ def dbapi_connection(engine: Engine) -> Iterator[Any]:
         fairy.close()
 
 
-def read_feature_rows(conn: Any, dialect: str, model: str, source: str, index: int, *, full: bool) -> FeatureRows:
-    """The rows of latent `index` of `model`/`source` on the DBAPI connection `conn` (see the module doc)."""
+def read_feature_rows(conn: Any, dialect: str, model: str, source: str, index: int, *, full: bool,
+                      source_id: int | None = None) -> FeatureRows:  # fmt: skip
+    """The rows of latent `index` of `model`/`source` on the DBAPI connection `conn` (see the module doc).
+
+    `source_id`: the id the source had when last read. On PostgreSQL a full read then sends its
+    three statements in one round trip (psycopg's pipeline mode) instead of three; if the source
+    turns out to have another id now, the examples and matches are read again for the right one."""
     params = {"model": model, "name": source, "idx": index if 0 <= index <= MAX_INDEX else -1}
     if dialect == "postgresql":
-        return _split(conn, params, full, (_PG_FULL if full else _PG_HEAD, _PG_EXAMPLES, _PG_MATCHES), _same)
+        sql = (_PG_FULL if full else _PG_HEAD, _PG_EXAMPLES, _PG_MATCHES)
+        if full and source_id is not None:
+            return _pipelined(conn, params, sql, source_id)
+        return _split(conn, params, full, sql, _same)
     return _split(conn, params, full, (_SQLITE_FULL if full else _SQLITE_HEAD, _SQLITE_EXAMPLES, _SQLITE_MATCHES), _json)
+
+
+def _pipelined(conn: Any, params: dict[str, Any], sql: tuple[str, str, str], source_id: int) -> FeatureRows:
+    """`_split` in full with the examples and matches read by the expected source id, all three
+    statements sent together (one round trip to the server instead of three)."""
+    head_sql, examples_sql, matches_sql = sql
+    key = (source_id, params["idx"])
+    with conn.pipeline():
+        head, examples, matches = (conn.execute(q, a) for q, a in ((head_sql, params), (examples_sql, key), (matches_sql, key)))
+    row = head.fetchone()
+    if row is None or row[0] != source_id:  # gone, or built again under another id: read in steps
+        return _split(conn, params, True, sql, _same)
+    return _rows(row, examples.fetchall(), matches.fetchall(), _same)
 
 
 def window_rows(conn: Any, dialect: str, corpus_id: int, indices: list[int]) -> list[tuple[int, bytes]]:
@@ -196,12 +217,19 @@ def _split(conn: Any, params: dict[str, Any], full: bool, sql: tuple[str, str, s
     source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
     if not full or not row[_N_SOURCE + 2]:
         return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
-    latent, map_row = _latent(row[_N_SOURCE + 3 : _N_SOURCE + _N_LATENT + 2], parse)
     key = (source_key[0], params["idx"])
-    examples = [ExampleRow._make(r) for r in conn.execute(examples_sql, key)]
-    matches = [MatchTuple(o, name, layer, hook, method, parse(idx), parse(val))
-               for o, name, layer, hook, method, idx, val in conn.execute(matches_sql, key)]  # fmt: skip
-    return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, examples, matches, map_row)
+    return _rows(row, conn.execute(examples_sql, key), conn.execute(matches_sql, key), parse)
+
+
+def _rows(row: tuple, examples: Any, matches: Any, parse: Any) -> FeatureRows:
+    """FeatureRows from the head row and the examples and matches rows read for its source."""
+    source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
+    if not row[_N_SOURCE + 2]:  # the latent is not built: it has no rows to show
+        return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
+    latent, map_row = _latent(row[_N_SOURCE + 3 : _N_SOURCE + _N_LATENT + 2], parse)
+    return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, [ExampleRow._make(r) for r in examples],
+                       [MatchTuple(o, name, layer, hook, method, parse(idx), parse(val)) for o, name, layer, hook, method, idx, val in matches],
+                       map_row)  # fmt: skip
 
 
 def _latent(values: tuple, parse: Any) -> tuple[LatentRow, MapRow | None]:

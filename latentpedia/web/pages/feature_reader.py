@@ -188,10 +188,11 @@ class FeatureReader:
         with dbapi_connection(store.engine) as conn:
             guess = self._last.get(last_key)
             full = static_cached is None or guess is None or not static_cached(guess)
-            rows = read_feature_rows(conn, store.dialect, model, source, index, full=full)
+            known = None if guess is None else guess.record.id  # PostgreSQL: one round trip for a full read
+            rows = read_feature_rows(conn, store.dialect, model, source, index, full=full, source_id=known)
             entry = self._entry(store, model, source, rows)
             if not full and entry is not guess and not static_cached(entry):  # the source changed meanwhile
-                full, rows = True, read_feature_rows(conn, store.dialect, model, source, index, full=True)
+                full, rows = True, read_feature_rows(conn, store.dialect, model, source, index, full=True, source_id=entry.record.id)
                 entry = self._entry(store, model, source, rows)
             self._last[last_key] = entry
             inputs = self._inputs(conn, store, entry, rows, index, text) if full else None
