@@ -15,6 +15,7 @@ from latentpedia.store.feature_rows import MAX_INDEX, best_explanations, dbapi_c
 from latentpedia.store.maps import LatentMap
 from latentpedia.store.records import ExampleBatch, LatentStats, SourceResults
 from latentpedia.store.schema import Example, Latent, Window
+from latentpedia.store.textcheck import InvalidTextError
 
 MODEL, N, K, WINDOW = "tiny", 12, 3, 16
 
@@ -118,6 +119,17 @@ def test_unknown_sources_and_latents_read_nothing(tiny):
     for index in (N, -1, MAX_INDEX + 1, 10**30):
         rows = _read(store, "0-sae", index)
         assert rows.source_key is not None and rows.latent is None and not rows.examples and not rows.matches
+
+
+def test_unstorable_names_are_invalid_text_on_both_databases(tiny):
+    """A NUL or a lone surrogate in a name is the store's InvalidTextError (HTTP 422), as on the
+    engine's own statements, not the driver's error (PostgreSQL refuses NUL in text)."""
+    store, ids = tiny
+    for model, source in ((MODEL, "bad\x00name"), ("bad\x00model", "0-sae"), (MODEL, "\ud800")):
+        for known in (None, ids[0]):
+            with dbapi_connection(store.engine) as conn, pytest.raises(InvalidTextError):
+                read_feature_rows(conn, store.dialect, model, source, 0, full=True, source_id=known)
+    assert _read(store, "0-sae", 0).latent is not None  # the pooled connection still works
 
 
 def test_source_key_changes_with_the_row(tiny):

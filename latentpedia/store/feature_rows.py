@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine
 
 from latentpedia.store.families import BestExplanation
+from latentpedia.store.textcheck import check_parameters
 
 MAX_INDEX = 2**31 - 1  # the column type's range: a larger index is no latent (and no bind error)
 
@@ -156,6 +157,7 @@ def read_feature_rows(conn: Any, dialect: str, model: str, source: str, index: i
     `source_id`: the id the source had when last read. On PostgreSQL a full read then sends its
     three statements in one round trip (psycopg's pipeline mode) instead of three; if the source
     turns out to have another id now, the examples and matches are read again for the right one."""
+    check_parameters({"model": model, "name": source})  # as the engine's statements are checked: 422, not a driver error
     params = {"model": model, "name": source, "idx": index if 0 <= index <= MAX_INDEX else -1}
     if dialect == "postgresql":
         sql = (_PG_FULL if full else _PG_HEAD, _PG_EXAMPLES, _PG_MATCHES)
