@@ -28,7 +28,7 @@ def worker(db_url: str, home: Path, *, crash: str | None = None, idle_exit: bool
     env.pop("LATENTPEDIA_CRASH_AT", None)
     if crash:
         env["LATENTPEDIA_CRASH_AT"] = crash
-    args = [sys.executable, "-m", "latentpedia.cli", "worker", "--db", db_url, "--poll-seconds", "0.2", "--report-seconds", "0.2"]
+    args = [sys.executable, "-m", "latentpedia.cli", "worker", "--db", db_url, "--poll-seconds", "0.2", "--report-seconds", "0.001"]  # every reading written: progress before a kill
     return subprocess.Popen(args + (["--exit-when-idle"] if idle_exit else []), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
