@@ -254,7 +254,10 @@ class JobQueueMethods(StoreBase):
                             log: list[str] | tuple[str, ...] = ()) -> bool:  # fmt: skip
         """Record a running job's progress and new log lines; returns whether a cancel was asked."""
         with self._begin() as session:
-            job, task = session.get(Job, job_id), session.get(JobTask, job_id)
+            # the jobs row first, FOR UPDATE, as cancel_job takes it: two writers locking the two
+            # rows in opposite orders deadlock on PostgreSQL (seen with progress written often)
+            job = session.get(Job, job_id, with_for_update=True)
+            task = session.get(JobTask, job_id)
             if job is None or task is None:
                 raise KeyError(f"no queued job {job_id}")
             for name, value in (("stage", stage), ("done", done), ("total", total), ("unit", unit)):
