@@ -216,22 +216,25 @@ def _split(conn: Any, params: dict[str, Any], full: bool, sql: tuple[str, str, s
     row = conn.execute(head_sql, params).fetchone()
     if row is None:
         return FeatureRows(None, False, False, None, [], [])
-    source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
     if not full or not row[_N_SOURCE + 2]:
-        return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
-    key = (source_key[0], params["idx"])
+        return _head(row)
+    key = (row[0], params["idx"])
     return _rows(row, conn.execute(examples_sql, key), conn.execute(matches_sql, key), parse)
+
+
+def _head(row: tuple) -> FeatureRows:
+    """FeatureRows of the head row alone: the source and the community flags, no latent rows."""
+    return FeatureRows(row[:_N_SOURCE], bool(row[_N_SOURCE]), bool(row[_N_SOURCE + 1]), None, [], [])
 
 
 def _rows(row: tuple, examples: Any, matches: Any, parse: Any) -> FeatureRows:
     """FeatureRows from the head row and the examples and matches rows read for its source."""
-    source_key, flags = row[:_N_SOURCE], row[_N_SOURCE : _N_SOURCE + 2]
     if not row[_N_SOURCE + 2]:  # the latent is not built: it has no rows to show
-        return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), None, [], [])
+        return _head(row)
     latent, map_row = _latent(row[_N_SOURCE + 3 : _N_SOURCE + _N_LATENT + 2], parse)
-    return FeatureRows(source_key, bool(flags[0]), bool(flags[1]), latent, [ExampleRow._make(r) for r in examples],
-                       [MatchTuple(o, name, layer, hook, method, parse(idx), parse(val)) for o, name, layer, hook, method, idx, val in matches],
-                       map_row)  # fmt: skip
+    return _head(row)._replace(latent=latent, map_row=map_row, examples=[ExampleRow._make(r) for r in examples],
+                               matches=[MatchTuple(o, name, layer, hook, method, parse(idx), parse(val))
+                                        for o, name, layer, hook, method, idx, val in matches])  # fmt: skip
 
 
 def _latent(values: tuple, parse: Any) -> tuple[LatentRow, MapRow | None]:
