@@ -67,10 +67,10 @@ CACHE = _SourceCache(MAX_CACHED)
 
 def source_record(store: Store, model_id: str, name: str) -> SourceRecord:
     """The stored source, or NotFoundError naming what is unknown."""
-    if store.get_model(model_id) is None:
-        raise NotFoundError(f"unknown model {model_id!r}")
     record = store.get_source(model_id, name)
     if record is None:
+        if store.get_model(model_id) is None:
+            raise NotFoundError(f"unknown model {model_id!r}")
         names = ", ".join(s.name for s in store.list_sources(model_id)) or "none"
         raise NotFoundError(f"model {model_id!r} has no source {name!r} (sources: {names})")
     return record

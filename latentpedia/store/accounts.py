@@ -10,12 +10,20 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from latentpedia import security
 from latentpedia.errors import LatentpediaError
-from latentpedia.store.base import StoreBase, to_record, utc
-from latentpedia.store.community_schema import ROLE_ADMIN, ROLE_USER, ApiKey, User, UserSession
+from latentpedia.store.base import StoreBase, to_record
+from latentpedia.store.community_schema import (
+    ROLE_ADMIN,
+    ROLE_USER,
+    ApiKey,
+    User,
+    UserSession,
+)
+from latentpedia.store.feature_rows import dbapi_connection
+from latentpedia.store.hot_reads import user_by_key, user_by_session
 from latentpedia.store.records import _Record
 from latentpedia.store.schema import utcnow
 from latentpedia.store.textcheck import check_text_value
@@ -164,15 +172,14 @@ class AccountMethods(StoreBase):
         return token, csrf
 
     def session_user(self, token: str) -> tuple[UserRecord, str] | None:
-        """(user, CSRF token) of a live session token, else None (expired, unknown, disabled)."""
-        with self._read() as session:
-            row = session.get(UserSession, security.digest(token or ""))
-            if row is None or utc(row.expires_at) <= utcnow():
-                return None
-            user = session.get(User, row.user_id)
-            if user is None or user.disabled:
-                return None
-            return to_record(UserRecord, user), row.csrf_token
+        """(user, CSRF token) of a live session token, else None (expired, unknown, disabled).
+        One statement on the driver's connection (store/hot_reads.py): every signed-in request asks."""
+        with dbapi_connection(self.engine) as conn:
+            found = user_by_session(conn, self.dialect, security.digest(token or ""))
+        if found is None or found[2] is None or found[2] <= utcnow():
+            return None
+        user = UserRecord(*found[0])
+        return None if user.disabled else (user, found[1])
 
     def delete_session(self, token: str) -> None:
         with self._begin() as session:
@@ -197,19 +204,22 @@ class AccountMethods(StoreBase):
             return key, to_record(ApiKeyRecord, row)
 
     def api_key_user(self, key: str) -> UserRecord | None:
-        """The enabled owner of an unrevoked key, else None; notes when the key was used."""
+        """The enabled owner of an unrevoked key, else None; notes when the key was used (at most
+        once per LAST_USED_RESOLUTION: the read is one statement on the driver's connection, the
+        write a transaction only when the note is stale)."""
         now = utcnow()
-        with self._begin() as session:
-            row = session.scalars(select(ApiKey).where(ApiKey.key_hash == security.digest(key or ""))).first()
-            if row is None or row.revoked_at is not None:
-                return None
-            user = session.get(User, row.user_id)
-            if user is None or user.disabled:
-                return None
-            last = utc(row.last_used_at)
-            if last is None or now - last > LAST_USED_RESOLUTION:
-                row.last_used_at = now
-            return to_record(UserRecord, user)
+        with dbapi_connection(self.engine) as conn:
+            found = user_by_key(conn, self.dialect, security.digest(key or ""))
+        if found is None:
+            return None
+        fields_, key_id, last = found
+        user = UserRecord(*fields_)
+        if user.disabled:
+            return None
+        if last is None or now - last > LAST_USED_RESOLUTION:
+            with self._begin() as session:
+                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+        return user
 
     def list_api_keys(self, user_id: int) -> list[ApiKeyRecord]:
         query = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)

@@ -106,6 +106,7 @@ class Vote(Base):
     """One user's +1 / -1 on one explanation."""
 
     __tablename__ = "votes"
+    __table_args__ = (Index("ix_votes_explanation", "explanation_id"),)  # an explanation's vote sum (migration 0012)
 
     user_id: Mapped[int] = mapped_column(_fk("users.id"), primary_key=True)
     explanation_id: Mapped[int] = mapped_column(_fk("explanations.id"), primary_key=True)

@@ -22,14 +22,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, delete, func, insert, select
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from latentpedia import security
+from latentpedia.store import hot_reads
 from latentpedia.store.accounts import CommunityError, ConflictError, MissingError
 from latentpedia.store.base import utc
 from latentpedia.store.community_schema import Explanation, ExplanationScore, User, Vote
+from latentpedia.store.feature_rows import dbapi_connection
 from latentpedia.store.records import _Record
 from latentpedia.store.schema import Base, Source, utcnow
 
@@ -336,6 +350,10 @@ class GameStore:
 
     def plays(self, *, user_id: int | None = None, source_id: int | None = None, index: int | None = None,
               campaign_id: int | None = None, since: datetime | None = None, until: datetime | None = None) -> list[PlayRecord]:  # fmt: skip
+        if user_id is not None and campaign_id is None and since is None and until is None:  # a player's: the hot path
+            with dbapi_connection(self.store.engine) as conn:
+                return [PlayRecord(*row) for row in hot_reads.read_plays(conn, self.store.dialect, user_id=user_id,
+                                                                          source_id=source_id, index=index)]  # fmt: skip
         query = select(Play).order_by(Play.id)
         for column, value in ((Play.user_id, user_id), (Play.source_id, source_id), (Play.latent_index, index),
                               (Play.campaign_id, campaign_id)):  # fmt: skip
@@ -355,37 +373,20 @@ class GameStore:
 
     def game_scores(self, source_id: int, index: int | None = None) -> dict[int, tuple[int, float, int | None, str]]:
         """{explanation id: (latent, score, author id, text)} of the visible game-scored explanations."""
-        query = (
-            select(Explanation.id, Explanation.latent_index, ExplanationScore.score, Explanation.author_id, Explanation.text)
-            .join(ExplanationScore, ExplanationScore.explanation_id == Explanation.id)
-            .where(Explanation.source_id == source_id, ExplanationScore.prompt_version == GAME_SCORE_VERSION,
-                   ExplanationScore.status == "ok")
-        )  # fmt: skip
-        if index is not None:
-            query = query.where(Explanation.latent_index == int(index))
-        with self._read() as session:
-            return {eid: (i, float(s), a, t) for eid, i, s, a, t in session.execute(query)}
+        with dbapi_connection(self.store.engine) as conn:
+            return hot_reads.game_scores(conn, self.store.dialect, source_id, GAME_SCORE_VERSION, index)
 
-    def latent_explanations(self, source_id: int, index: int) -> list[dict[str, Any]]:
+    def latent_explanations(self, source_id: int, index: int, user_id: int | None = None) -> list[dict[str, Any]]:
         """A latent's explanations as a puzzle lists them, best voted first (then oldest): id,
-        text, method, author id and name, vote sum. One query; no scores (what `list_explanations`
-        also reads, with each score's details, costs a page several times more)."""
-        votes = select(Vote.explanation_id, func.sum(Vote.value).label("total")).group_by(Vote.explanation_id).subquery()
-        query = (
-            select(Explanation.id, Explanation.text, Explanation.method, Explanation.author_id, User.username,
-                   func.coalesce(votes.c.total, 0))
-            .outerjoin(votes, votes.c.explanation_id == Explanation.id)
-            .outerjoin(User, User.id == Explanation.author_id)
-            .where(Explanation.source_id == source_id, Explanation.latent_index == int(index))
-        )  # fmt: skip
-        with self._read() as session:
-            rows = [{"id": i, "text": t, "method": m, "author_id": a, "author": name, "vote_score": int(v or 0)}
-                    for i, t, m, a, name, v in session.execute(query)]  # fmt: skip
-        return sorted(rows, key=lambda r: (-r["vote_score"], r["id"]))
+        text, method, author id and name, vote sum and `my_vote` (`user_id`'s vote, 0 if none). One
+        statement; no scores (what `list_explanations` also reads, with each score's details,
+        costs a page several times more)."""
+        with dbapi_connection(self.store.engine) as conn:
+            return hot_reads.latent_explanations(conn, self.store.dialect, source_id, index, user_id)
 
     def hidden_ids(self) -> set[int]:
-        with self._read() as session:
-            return set(session.scalars(select(Hidden.explanation_id)))
+        with dbapi_connection(self.store.engine) as conn:
+            return hot_reads.hidden_ids(conn, self.store.dialect)
 
     def banned_ids(self) -> set[int]:
         with self._read() as session:
@@ -394,8 +395,8 @@ class GameStore:
     def usernames(self, ids: set[int]) -> dict[int, str]:
         if not ids:
             return {}
-        with self._read() as session:
-            return dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+        with dbapi_connection(self.store.engine) as conn:
+            return hot_reads.usernames(conn, self.store.dialect, ids)
 
     def explained_by_people(self, source_id: int) -> set[int]:
         """Latents of the source with an explanation written by someone (not an explainer)."""
@@ -545,9 +546,8 @@ class GameStore:
         return user
 
     def prefs(self, user_id: int) -> tuple[str, bool]:
-        with self._read() as session:
-            row = session.get(Prefs, user_id)
-            return ("simple", False) if row is None else (row.mode, row.tutorial_done)
+        with dbapi_connection(self.store.engine) as conn:
+            return hot_reads.read_prefs(conn, self.store.dialect, user_id)
 
     def set_prefs(self, user_id: int, *, mode: str | None = None, tutorial_done: bool | None = None) -> tuple[str, bool]:
         if mode is not None and mode not in ("simple", "advanced"):

@@ -217,11 +217,10 @@ class Game:
         }
 
     def _visible(self, source_id: int, index: int, user: UserRecord | None) -> list[dict[str, Any]]:
-        rows = self.games.latent_explanations(source_id, index)
-        mine = self.store.user_votes(user.id, [e["id"] for e in rows]) if user and rows else {}
+        rows = self.games.latent_explanations(source_id, index, user.id if user else None)
         return [{"id": e["id"], "text": e["text"], "author": e["author"] or ("machine" if e["method"] != GAME_METHOD else "deleted account"),
                  "machine": e["author_id"] is None and e["method"] != GAME_METHOD, "vote_score": e["vote_score"],
-                 "my_vote": mine.get(e["id"], 0), "mine": user is not None and e["author_id"] == user.id} for e in rows]  # fmt: skip
+                 "my_vote": e["my_vote"], "mine": user is not None and e["author_id"] == user.id} for e in rows]  # fmt: skip
 
     # the held-out set of a latent
 
