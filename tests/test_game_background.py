@@ -22,6 +22,7 @@ from latentpedia.interp.game import play as game_play
 from latentpedia.interp.game.batching import EmbedBatcher
 from latentpedia.interp.game.play import Game
 from latentpedia.store.api import Store
+from latentpedia.store.game import GameStore
 from tests.conftest import BACKENDS
 from tests.test_game import GameAtlas, game_atlas
 
@@ -55,7 +56,7 @@ def test_batcher_merges_concurrent_requests_and_gives_each_its_rows() -> None:
     def embed(texts: list[str]) -> np.ndarray:
         calls.append(list(texts))
         if len(calls) == 1:  # the torch worker is busy: the others queue up meanwhile
-            _until(lambda: batcher._queue.qsize() >= players - batcher.sizes[0], "the other players to queue")
+            _until(lambda: batcher.queued() >= players - batcher.sizes[0], "the other players to queue")
         return np.stack([_vector(t) for t in texts])
 
     batcher = EmbedBatcher(embed, window=0.0)
@@ -71,10 +72,41 @@ def test_batcher_merges_concurrent_requests_and_gives_each_its_rows() -> None:
         t.start()
     for t in threads:
         t.join(WAIT)
-    assert len(calls) == 2, [len(c) for c in calls]  # the first alone, then everyone who queued behind it
+    assert len(calls) <= 2, [len(c) for c in calls]  # those who came within the window, then everyone who queued behind them
     assert sum(len(c) for c in calls) < 2 * players  # the shared text is embedded once per call
     for n in range(players):
         assert np.allclose(results[n], np.stack([_vector(f"explanation {n}"), _vector("shared text")]))
+
+
+def test_background_work_runs_in_pieces_behind_players_and_never_mixes_with_them() -> None:
+    """A held-out set's chunks (background) are embedded a piece at a time; a player's text queued
+    meanwhile goes in the very next call, alone, and every caller gets its own rows in order."""
+    calls: list[list[str]] = []
+    first_running, player_queued = threading.Event(), threading.Event()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            first_running.set()
+            assert player_queued.wait(WAIT)
+        return np.stack([_vector(t) for t in texts])
+
+    batcher = EmbedBatcher(embed, window=0.0, piece=4)
+    chunks = [f"chunk {i}" for i in range(10)]
+    found: dict[str, np.ndarray] = {}
+    worker = threading.Thread(target=lambda: found.update(background=batcher.background(chunks)))
+    worker.start()
+    assert first_running.wait(WAIT)
+    player = threading.Thread(target=lambda: found.update(player=batcher(["closing brackets"])))
+    player.start()
+    _until(lambda: batcher.queued() >= 3, "the player's request behind the background pieces")
+    player_queued.set()
+    for t in (worker, player):
+        t.join(WAIT)
+    assert calls == [chunks[:4], ["closing brackets"], chunks[4:8], chunks[8:]]
+    assert np.allclose(found["background"], np.stack([_vector(c) for c in chunks]))
+    assert np.allclose(found["player"], _vector("closing brackets")[None, :])
+    assert batcher.background([]).shape == (0, 384)
 
 
 def test_batcher_hands_an_embedder_error_to_every_waiting_caller() -> None:
@@ -137,6 +169,27 @@ def test_players_arriving_together_make_a_held_out_set_once(store, gatlas, monke
     assert len(made) == 1
     assert all(r is not None and r["holdout"] == results[0]["holdout"] for r in results)
     assert all(r["baseline_score"] == results[0]["baseline_score"] for r in results)
+
+
+def test_a_server_makes_the_first_latents_of_its_active_campaigns_ahead(store, gatlas) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    source, live = _live_neurons(store, gatlas)
+    first, second, future = live[-4], live[-3], live[-5]  # latents no other test plays
+    games = GameStore(store)
+    games.add_campaign("warm-up", "Warm-up", source, order="index", latents=[second, first])
+    games.add_campaign("not-yet", "Not yet", source, order="index", latents=[future],
+                       starts_at=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    try:
+        game = Game(store, EmbedBatcher(shared_embedder()))
+        assert all(games.get_game_latent(source, i) is None for i in (first, second, future))
+        game.prepare_campaigns(count=1).join(WAIT)
+        assert games.get_game_latent(source, first)["holdout"]["positives"]  # the campaign's first, in its order
+        assert games.get_game_latent(source, second) is None  # beyond `count`: made as players near it
+        assert games.get_game_latent(source, future) is None  # not open yet
+    finally:
+        games.delete_campaign("warm-up")
+        games.delete_campaign("not-yet")
 
 
 def test_puzzle_page_never_waits_on_the_torch_worker(store, gatlas) -> None:

@@ -1,4 +1,5 @@
-"""Concurrent players' embedding requests answered by one embedder call per batch.
+"""Concurrent players' embedding requests answered by one embedder call per batch, ahead of
+background work.
 
 Every submit embeds the player's explanation; most of a MiniLM call's cost is fixed per call (the
 hop to the torch worker, tokenizer and model overhead), so 32 players submitting together would
@@ -7,17 +8,24 @@ the first request waits `window` seconds for company, then one call embeds every
 queued, and each caller gets its own rows back. Requests that arrive while a call runs go
 together into the next one, so under load batches grow by themselves.
 
+Background work (a latent's held-out set made ahead of its first submit: ~60 corpus chunks of
+64 tokens, and the baseline's texts) goes through `background`: cut into pieces of `piece`
+texts, each run only when no player's request waits, and never in one call with players' texts
+(MiniLM pads a batch to its longest text). A submit then waits for at most one piece of it, not
+for the whole set (measured under 32 players: bench/RESULTS.md).
+
     embed = EmbedBatcher(on_worker)           # on_worker(texts) -> [n, 384] unit vectors
     vectors = embed(["closing brackets"])    # from any thread; blocks until its batch is done
+    chunks = embed.background(snippets)      # low priority, same rows
 
 Its thread starts on the first request and stops after `idle` seconds without one.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
@@ -25,56 +33,71 @@ import numpy as np
 
 Embed = Callable[[list[str]], np.ndarray]
 DIM = 384
+_Request = tuple[list[str], Future]
 
 
 class EmbedBatcher:
-    """An `Embed` that merges concurrent calls (see the module doc). Thread-safe."""
+    """An `Embed` that merges concurrent calls and runs background work between them (see the
+    module doc). Thread-safe."""
 
-    def __init__(self, embed: Embed, *, window: float = 0.003, max_texts: int = 512, idle: float = 10.0):
+    def __init__(self, embed: Embed, *, window: float = 0.003, max_texts: int = 512, idle: float = 10.0, piece: int = 16):
         self.embed = embed
-        self.window, self.max_texts, self.idle = window, max_texts, idle
+        self.window, self.max_texts, self.idle, self.piece = window, max_texts, idle, piece
         self.sizes: list[int] = []  # requests per embedder call, the last 100 (for tests and stats)
-        self._queue: queue.SimpleQueue[tuple[list[str], Future]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._players: deque[_Request] = deque()
+        self._later: deque[_Request] = deque()
+        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
+        return self._put(list(texts), self._players).result()
+
+    def background(self, texts: list[str]) -> np.ndarray:
+        """`texts` embedded at low priority, `piece` at a time (rows in order)."""
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        futures = [self._put(list(texts[i : i + self.piece]), self._later) for i in range(0, len(texts), self.piece)]
+        return np.concatenate([f.result() for f in futures])
+
+    def queued(self) -> int:
+        """Requests waiting (players' and background pieces), not counting the running call."""
+        with self._cond:
+            return len(self._players) + len(self._later)
+
+    def _put(self, texts: list[str], line: deque[_Request]) -> Future:
         future: Future = Future()
-        with self._lock:
-            self._queue.put((list(texts), future))
+        with self._cond:
+            line.append((texts, future))
+            self._cond.notify()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="latentpedia-embed-batcher", daemon=True)
                 self._thread.start()
-        return future.result()
+        return future
 
     def _loop(self) -> None:
         while (batch := self._collect()) is not None:
             self._run(batch)
 
-    def _collect(self) -> list[tuple[list[str], Future]] | None:
-        """The next batch: the first request, then whatever else comes within `window`."""
-        try:
-            first = self._queue.get(timeout=self.idle)
-        except queue.Empty:
-            with self._lock:
-                if self._queue.empty():
-                    self._thread = None
-                    return None
-            first = self._queue.get()
-        batch, size = [first], len(first[0])
-        deadline = time.monotonic() + self.window
-        while size < self.max_texts:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            batch.append(item)
-            size += len(item[0])
+    def _collect(self) -> list[_Request] | None:
+        """The next call's requests: players' (those within `window` of the first), else one
+        background piece; None after `idle` seconds without any (the thread then stops)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._players or self._later, timeout=self.idle):
+                self._thread = None
+                return None
+            if not self._players:
+                return [self._later.popleft()]
+        time.sleep(self.window)  # company for the first player's request
+        batch, size = [], 0
+        with self._cond:
+            while self._players and size < self.max_texts:
+                batch.append(self._players.popleft())
+                size += len(batch[-1][0])
         return batch
 
-    def _run(self, batch: list[tuple[list[str], Future]]) -> None:
+    def _run(self, batch: list[_Request]) -> None:
         distinct = list(dict.fromkeys(t for texts, _ in batch for t in texts))
         self.sizes = [*self.sizes[-99:], len(batch)]
         try:
@@ -86,6 +109,11 @@ class EmbedBatcher:
         row = {text: i for i, text in enumerate(distinct)}
         for texts, future in batch:
             future.set_result(vectors[[row[t] for t in texts]])
+
+
+def background_embedder(embed: Embed) -> Embed:
+    """`embed`'s low-priority side when it has one (an EmbedBatcher), else `embed` itself."""
+    return getattr(embed, "background", embed)
 
 
 GAME_TORCH_THREADS = 1

@@ -70,6 +70,7 @@ async def get_game(request: Request) -> Game:
     if game is None:
         embed = EmbedBatcher(_embedder(request))  # concurrent submits share one call on the torch worker
         game = request.app.state.game = Game(request.app.state.store, embed, llm=_llm_config(), prefetch=True)
+        game.prepare_campaigns()  # the first latents of each active campaign, in the background
     return game
 
 
