@@ -15,13 +15,7 @@ from sqlalchemy import delete, select, update
 from latentpedia import security
 from latentpedia.errors import LatentpediaError
 from latentpedia.store.base import StoreBase, to_record
-from latentpedia.store.community_schema import (
-    ROLE_ADMIN,
-    ROLE_USER,
-    ApiKey,
-    User,
-    UserSession,
-)
+from latentpedia.store.community_schema import ROLE_ADMIN, ROLE_USER, ApiKey, User, UserSession
 from latentpedia.store.feature_rows import dbapi_connection
 from latentpedia.store.hot_reads import user_by_key, user_by_session
 from latentpedia.store.records import _Record
