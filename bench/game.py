@@ -1,6 +1,7 @@
 """The game under load: puzzle page and submit (with offline scoring) latency, 32 concurrent players.
 
     flock /tmp/latentpedia-measure.lock .venv/bin/python bench/game.py [--players 32] [--rounds 3] [--db URL] [--before GIT_REF] [--workers N]
+        [--settle 5] [--think MS] [--repeat K]
 
 Builds the seeded tiny atlas of the tests (tests/web_atlas.py: a real build of a 4-layer LLaMA
 over CPython's docs, two neuron sources) with offline machine explanations and a campaign over
@@ -16,6 +17,14 @@ making held-out sets and for the torch worker's queue.
 into a temp dir, a fresh copy of the same atlas), then against this tree, and prints both side
 by side with their ratios (same machine, same minutes).
 
+`--settle S` waits S seconds after the warm-up (untimed) before the players start: a server that
+has just started makes the held-out sets of its campaigns' first latents in the background, as
+it would long before 32 players arrive. `--think MS` makes the players human-paced: each pauses a
+random 0..2*MS ms before each page and each submit (0, the default: all at once, the worst case).
+`--repeat K` runs each tree K times, alternating, and pools the latencies (runs on this machine
+differ by up to 1.5x from minute to minute). Each run also prints the server's CPU seconds (its
+process and children, read from /proc) and the players' for the timed part.
+
 Printed: p50 / p99 / max of the page and of the submit, the submits of round 1 (the first on
 each latent for most players) and the later ones, and the near-duplicate threshold's cosine on
 trivial edits vs different explanations.
@@ -27,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import socket
 import statistics
@@ -35,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -102,15 +113,22 @@ def serve(url: str, port: int, tree: Path, workers: int = 1) -> subprocess.Popen
     raise SystemExit("the server did not start")
 
 
-async def player(client, key: str, model: str, rounds: int, n: int, pages: list, submits: list) -> None:
+async def player(client, key: str, model: str, rounds: int, n: int, pages: list, submits: list, think: float = 0.0) -> None:
+    """One player's rounds; `think` > 0: before each page and each submit they pause a random
+    0..2*think seconds (reading the clues, typing), seeded per player."""
     headers = {"x-api-key": key}
+    pause = random.Random(n)
     for r in range(rounds):
+        if think:
+            await asyncio.sleep(pause.uniform(0, 2 * think))
         start = time.perf_counter()
         page = await client.get("/play/c/bench", headers={**headers, "accept": "text/html"})
         pages.append(time.perf_counter() - start)
         page.raise_for_status()
         index = int(re.search(r'data-index="(\d+)"', page.text).group(1))
         body = {"modelId": model, "layer": "1-mlp", "index": index, "campaign": "bench", "text": f"{TEXTS[(n + r) % len(TEXTS)]} {n}"}
+        if think:
+            await asyncio.sleep(pause.uniform(0, 2 * think))
         start = time.perf_counter()
         answer = await client.post("/api/play/submit", json=body, headers=headers)
         submits.append((time.perf_counter() - start, r == 0))
@@ -122,7 +140,20 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def run(base: str, keys: dict[str, str], rounds: int) -> tuple[list, list]:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its children so far."""
+    pids = [pid, *(int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def run(base: str, keys: dict[str, str], rounds: int, server_pid: int, settle: float, think: float) -> tuple[list, list, dict]:
     import httpx
 
     model = keys.pop("model")
@@ -135,9 +166,12 @@ async def run(base: str, keys: dict[str, str], rounds: int) -> tuple[list, list]
             assert warm.status_code in (200, 400), warm.text
 
     await asyncio.gather(*(warm_up(key) for key in list(keys.values())[:8]))
+    await asyncio.sleep(settle)  # a server that has just started makes its campaigns' first held-out sets meanwhile
+    server_before, client_before, wall = process_cpu(server_pid), time.process_time(), time.perf_counter()
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-        await asyncio.gather(*(player(client, key, model, rounds, n, pages, submits) for n, key in enumerate(keys.values())))
-    return pages, submits
+        await asyncio.gather(*(player(client, key, model, rounds, n, pages, submits, think) for n, key in enumerate(keys.values())))
+    cpu = {"wall": time.perf_counter() - wall, "server": process_cpu(server_pid) - server_before, "client": time.process_time() - client_before}
+    return pages, submits, cpu
 
 
 def threshold_check() -> None:
@@ -154,8 +188,10 @@ def threshold_check() -> None:
         print(f"cosine, {label:24s} min {min(sims):.3f}  max {max(sims):.3f}  (threshold {DUPLICATE_COSINE})")
 
 
-def measure(tree: Path, players: int, rounds: int, db: str | None, workers: int = 1) -> dict[str, list[float]]:
-    """One run: a fresh atlas, a server of `tree`, the players; the latencies in seconds by label."""
+def measure(tree: Path, players: int, rounds: int, db: str | None, workers: int = 1, settle: float = 5.0,
+            think: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    """One run: a fresh atlas, a server of `tree`, the players; the latencies in seconds by label
+    and, under "cpu", the timed part's wall time and the server's and the players' CPU seconds."""
     folder = Path(tempfile.mkdtemp(prefix="bench-game-"))
     os.environ["LATENTPEDIA_HOME"] = str(folder / "home")
     url = db or f"sqlite:///{folder / 'atlas.db'}"
@@ -163,12 +199,13 @@ def measure(tree: Path, players: int, rounds: int, db: str | None, workers: int 
     port = _free_port()
     server = serve(url, port, tree, workers)
     try:
-        pages, submits = asyncio.run(run(f"http://127.0.0.1:{port}", keys, rounds))
+        pages, submits, cpu = asyncio.run(run(f"http://127.0.0.1:{port}", keys, rounds, server.pid, settle, think))
     finally:
         server.terminate()
         server.wait(timeout=30)
     return {"puzzle page": pages, "submit (all)": [t for t, _ in submits],
-            "submit, round 1": [t for t, first in submits if first], "submit, later": [t for t, first in submits if not first]}  # fmt: skip
+            "submit, round 1": [t for t, first in submits if first], "submit, later": [t for t, first in submits if not first],
+            "cpu": cpu}  # fmt: skip
 
 
 def checkout(ref: str) -> Path:
@@ -191,14 +228,27 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="a database URL (default: a SQLite file in a temp dir); not with --before")
     parser.add_argument("--before", metavar="GIT_REF", default=None, help="also measure the server of this commit, side by side")
     parser.add_argument("--workers", type=int, default=1, help="server processes (latentpedia serve --workers N), for both runs")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds between the warm-up and the players (a server makes its campaigns' first held-out sets)")
+    parser.add_argument("--think", type=float, default=0.0, metavar="MS", help="players pause 0..2*MS ms (random) before each page and submit; 0: all at once")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating; the latencies are pooled")
     args = parser.parse_args()
     if args.before and args.db:
         raise SystemExit("--before needs a fresh atlas per run: leave out --db")
-    runs = {}
-    if args.before:
-        runs[args.before] = measure(checkout(args.before), args.players, args.rounds, None, args.workers)
-    runs["this tree"] = measure(ROOT, args.players, args.rounds, args.db, args.workers)
-    print(f"{args.players} players × {args.rounds} rounds on {(args.db or 'sqlite').split(':')[0]}, {args.workers} server process(es), 2 cores shared")
+    trees = ([(args.before, checkout(args.before))] if args.before else []) + [("this tree", ROOT)]
+    runs: dict[str, dict[str, Any]] = {name: {} for name, _ in trees}
+    for k in range(args.repeat):
+        for name, tree in trees:
+            found = measure(tree, args.players, args.rounds, None if args.before else args.db, args.workers, args.settle, args.think / 1000)
+            cpu = found.pop("cpu")
+            requests = 2 * args.players * args.rounds
+            print(f"run {k + 1} {name:12s} page p50 {pct(found['puzzle page'], 0.5):6.1f} ms  submit p50 {pct(found['submit (all)'], 0.5):6.1f} ms  "
+                  f"wall {cpu['wall']:.1f} s  server CPU {cpu['server']:.2f} s ({1000 * cpu['server'] / requests:.1f} ms/request)  "
+                  f"players' CPU {cpu['client']:.2f} s", flush=True)  # fmt: skip
+            for label, values in found.items():
+                runs[name].setdefault(label, []).extend(values)
+    think = f", think 0..{2 * args.think:g} ms" if args.think else ", all at once"
+    print(f"{args.players} players × {args.rounds} rounds × {args.repeat} run(s) on {(args.db or 'sqlite').split(':')[0]}, "
+          f"{args.workers} server process(es){think}, 2 cores shared")  # fmt: skip
     for name, found in runs.items():
         print(f"-- {name}")
         for label, values in found.items():

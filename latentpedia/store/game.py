@@ -323,18 +323,16 @@ class GameStore:
         from latentpedia.store.community import _score_values, check_text
 
         text = check_text("explanation", text)
-        with self._begin() as session:
-            source = session.get(Source, source_id)
-            if source is None or not 0 <= int(index) < source.d_sae:
+        with self.store.engine.begin() as conn:  # Core statements: a submit's writes, ~2x cheaper than the ORM's
+            d_sae = conn.execute(select(Source.d_sae).where(Source.id == source_id)).scalar()
+            if d_sae is None or not 0 <= int(index) < d_sae:
                 raise MissingError(f"no latent {index} in source id {source_id}")
-            row = Explanation(source_id=source_id, latent_index=int(index), text=text, method=GAME_METHOD,
-                              author_id=user_id, details=details)  # fmt: skip
-            session.add(row)
-            session.flush()
-            session.add(ExplanationScore(**_score_values({**score, "explanation_id": row.id})))
-            session.add(Play(user_id=user_id, campaign_id=campaign_id, source_id=source_id, latent_index=int(index), action="explain",
-                             explanation_id=row.id, score=score.get("score"), points=int(points), daily=daily))  # fmt: skip
-            return row.id
+            eid = conn.execute(insert(Explanation).values(source_id=source_id, latent_index=int(index), text=text, method=GAME_METHOD,
+                                                          author_id=user_id, details=details).returning(Explanation.id)).scalar_one()  # fmt: skip
+            conn.execute(insert(ExplanationScore).values(**_score_values({**score, "explanation_id": eid})))
+            conn.execute(insert(Play).values(user_id=user_id, campaign_id=campaign_id, source_id=source_id, latent_index=int(index), action="explain",
+                                             explanation_id=eid, score=score.get("score"), points=int(points), daily=daily))  # fmt: skip
+            return eid
 
     def plays(self, *, user_id: int | None = None, source_id: int | None = None, index: int | None = None,
               campaign_id: int | None = None, since: datetime | None = None, until: datetime | None = None) -> list[PlayRecord]:  # fmt: skip

@@ -10,7 +10,7 @@ together into the next one, so under load batches grow by themselves.
 
 Background work (a latent's held-out set made ahead of its first submit: ~60 corpus chunks of
 64 tokens, and the baseline's texts) goes through `background`: cut into pieces of `piece`
-texts, each run only when no player's request waits, and never in one call with players' texts
+(16) texts, each run only when no player's request waits, and never in one call with players' texts
 (MiniLM pads a batch to its longest text). A submit then waits for at most one piece of it, not
 for the whole set (measured under 32 players: bench/RESULTS.md).
 

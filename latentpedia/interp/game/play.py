@@ -32,6 +32,7 @@ MAX_CLUES = 8
 TEXT_CACHE = 4096
 CLUE_CACHE = 2048  # latents whose clues are kept
 REFERENCE_CACHE = 4096  # latents whose stored held-out set is kept (it never changes once stored)
+PREFETCH_AHEAD = 1  # a player's next latents whose held-out sets a puzzle page makes in the background
 WARM_LATENTS = 4  # latents of each active campaign whose held-out sets a server makes when it starts
 CAMPAIGN_SECONDS = 2.0  # how long the campaigns read from the store are reused (other servers may edit them)
 
@@ -144,7 +145,7 @@ class Game:
         found = self.upcoming(user, campaign, plays, 1)
         return found[0] if found else None
 
-    def upcoming(self, user: UserRecord | None, campaign: CampaignRecord, plays: list | None = None, count: int = 2) -> list[int]:
+    def upcoming(self, user: UserRecord | None, campaign: CampaignRecord, plays: list | None = None, count: int = 1 + PREFETCH_AHEAD) -> list[int]:
         """The player's next `count` unplayed latents of the campaign, in its order."""
         order = self.candidates(campaign)
         if plays is not None:

@@ -227,8 +227,7 @@ async def daily_html(request: Request, user: OptionalUser, game: Game = GameDep)
 def _submit(game: Game, store, user: UserRecord, body: SubmitIn) -> PlayResult:
     source = source_record(store, body.modelId, body.layer)
     found = game.submit(user, body.campaign, source.id, body.index, body.text, daily=_daily_key(body))
-    with game.moves:  # the standing's reads too: moves' store work one at a time (interp/game/play.py)
-        return _result(game, user, found, _next_url(body))
+    return _result(game, user, found, _next_url(body))
 
 
 @router.post("/api/play/submit", response_model=PlayResult, responses=ERRORS, dependencies=[Depends(game_limit)],
