@@ -89,6 +89,12 @@ def test_game_reads_match_the_orm(store: Store) -> None:
     assert games.game_scores(source_id, 3) == {mine: (3, 0.7, alice.id, "alice's words"), machine: (3, 0.6, None, "machine's words")}
     assert games.game_scores(source_id) == games.game_scores(source_id, 3) and games.game_scores(source_id, 4) == {}
     assert games.usernames({alice.id, bob.id}) == {alice.id: "alice", bob.id: "bob"} and games.usernames(set()) == {}
+    games.add_duplicate(bob.id, source_id, 3, machine, vote=True, campaign_id=None, daily=None)  # bob's -1 becomes +1
+    games.add_duplicate(bob.id, source_id, 3, machine, vote=True, campaign_id=None, daily=None)  # still one vote
+    games.add_duplicate(alice.id, source_id, 3, None, vote=False, campaign_id=None, daily=None)  # the machine's unstored label
+    assert {r["id"]: r["vote_score"] for r in games.latent_explanations(source_id, 3)} == {mine: 1, machine: 0}
+    assert [(p.action, p.explanation_id, p.points) for p in games.plays(user_id=bob.id)][-2:] == [("duplicate", machine, 0)] * 2
+    assert games.plays(user_id=alice.id)[-1].explanation_id is None
     assert games.hidden_ids() == set()
     games.hide_explanation(mine, None)
     assert games.hidden_ids() == {mine} and [r["id"] for r in games.latent_explanations(source_id, 3)] == [machine]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, delete, func, insert, select
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -333,6 +333,18 @@ class GameStore:
             conn.execute(insert(Play).values(user_id=user_id, campaign_id=campaign_id, source_id=source_id, latent_index=int(index), action="explain",
                                              explanation_id=eid, score=score.get("score"), points=int(points), daily=daily))  # fmt: skip
             return eid
+
+    def add_duplicate(self, user_id: int, source_id: int, index: int, explanation_id: int | None, *, vote: bool,
+                      campaign_id: int | None, daily: str | None) -> None:  # fmt: skip
+        """A near-duplicate submit: the player's +1 vote for `explanation_id` (when `vote`) and the
+        play that earned nothing, in one transaction."""
+        with self.store.engine.begin() as conn:  # Core statements, as add_scored_explanation
+            if vote and explanation_id is not None:
+                voted = conn.execute(update(Vote).where(Vote.user_id == user_id, Vote.explanation_id == explanation_id).values(value=1))
+                if not voted.rowcount:
+                    conn.execute(insert(Vote).values(user_id=user_id, explanation_id=explanation_id, value=1))
+            conn.execute(insert(Play).values(user_id=user_id, campaign_id=campaign_id, source_id=source_id, latent_index=int(index),
+                                             action="duplicate", explanation_id=explanation_id, points=0, daily=daily))  # fmt: skip
 
     def plays(self, *, user_id: int | None = None, source_id: int | None = None, index: int | None = None,
               campaign_id: int | None = None, since: datetime | None = None, until: datetime | None = None) -> list[PlayRecord]:  # fmt: skip

@@ -342,7 +342,8 @@ class Game:
         check_text_value("explanation", text)  # unstorable text: refused before anything is computed or written
         record = self._campaign_of(campaign, source_id, index)
         reference = self.reference(source_id, index)
-        existing = [(e["id"], e["text"]) for e in self.games.latent_explanations(source_id, index)]
+        rows = self.games.latent_explanations(source_id, index)
+        existing = [(e["id"], e["text"]) for e in rows]
         if reference["machine_explanation_id"] is None:
             existing.append((None, reference["machine_text"]))  # the machine's label, even unstored
         vectors = self._vectors_of([text] + [t for _, t in existing])  # one embedder call (batched with other players')
@@ -353,7 +354,8 @@ class Game:
             common = {"campaign": record.slug if record else None, "baseline": reference["baseline_score"],
                       "machine": {"text": reference["machine_text"], "score": reference["machine_score"]}}  # fmt: skip
             if twin is not None:
-                return {**common, **self._as_vote(user, record, source_id, index, twin, daily)}
+                authors = {e["id"]: e["author_id"] for e in rows}
+                return {**common, **self._as_vote(user, record, source_id, index, twin, dict(existing), authors, previous, daily)}
             tries = [p for p in self.games.plays(user_id=user.id, source_id=source_id, index=index) if p.action == "explain"]
             if len(tries) >= rules.MAX_EXPLANATIONS_PER_LATENT:
                 raise CommunityError(f"you have written {len(tries)} explanations of this latent: vote for one, or play another")
@@ -389,17 +391,19 @@ class Game:
         except Exception:  # noqa: BLE001 - a background extra: the game goes on without it
             pass
 
-    def _as_vote(self, user: UserRecord, record: CampaignRecord | None, source_id: int, index: int,
-                 twin: tuple[int | None, float], daily: str | None) -> dict[str, Any]:  # fmt: skip
+    def _as_vote(self, user: UserRecord, record: CampaignRecord | None, source_id: int, index: int, twin: tuple[int | None, float],
+                 texts: dict[int | None, str], authors: dict[int, int | None], best: dict[str, Any] | None,
+                 daily: str | None) -> dict[str, Any]:  # fmt: skip
+        """A near-duplicate counted as the player's vote for its twin (none for their own text or the
+        machine's unstored label), with the play, in one transaction. `texts`, `authors`: the
+        latent's explanations as the submit read them; `best`: the latent's best (a vote leaves it)."""
         eid, similarity = twin
-        found = self.store.get_explanation(eid) if eid is not None else None
-        if found is not None and found.author_id != user.id:
-            self.store.vote(user.id, eid, 1)
-        self.games.add_play(user.id, source_id, index, "duplicate", campaign_id=record.id if record else None,
-                            explanation_id=eid, points=0, daily=daily)  # fmt: skip
+        stored = eid is not None and eid in authors
+        self.games.add_duplicate(user.id, source_id, index, eid, vote=stored and authors[eid] != user.id,
+                                 campaign_id=record.id if record else None, daily=daily)  # fmt: skip
         return {"action": "duplicate", "explanation_id": eid, "score": None, "points": 0, "outcome": "duplicate",
-                "duplicate_of": found.text if found else None, "similarity": round(similarity, 4),
-                "best": self.best(source_id, index), "previous_best": None}  # fmt: skip
+                "duplicate_of": texts.get(eid) if stored else None, "similarity": round(similarity, 4),
+                "best": best, "previous_best": None}  # fmt: skip
 
     def vote(self, user: UserRecord, explanation_id: int, campaign: str | None = None, *, daily: str | None = None) -> dict[str, Any]:
         found = self.store.get_explanation(explanation_id)

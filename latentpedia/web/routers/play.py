@@ -224,9 +224,21 @@ async def daily_html(request: Request, user: OptionalUser, game: Game = GameDep)
 # moves
 
 
+def _source_id(game: Game, store, body: PlayIn) -> int:
+    """The id of the source the move names: its campaign's (kept in memory) when the campaign is of
+    that model and source, else read from the store (NotFoundError if unknown)."""
+    if body.campaign:
+        try:
+            record = game.campaign(body.campaign)
+        except CommunityError:  # unknown campaign: the move reports it
+            record = None
+        if record is not None and (record.model_id, record.source) == (body.modelId, body.layer):
+            return record.source_id
+    return source_record(store, body.modelId, body.layer).id
+
+
 def _submit(game: Game, store, user: UserRecord, body: SubmitIn) -> PlayResult:
-    source = source_record(store, body.modelId, body.layer)
-    found = game.submit(user, body.campaign, source.id, body.index, body.text, daily=_daily_key(body))
+    found = game.submit(user, body.campaign, _source_id(game, store, body), body.index, body.text, daily=_daily_key(body))
     return _result(game, user, found, _next_url(body))
 
 
@@ -247,8 +259,7 @@ async def vote(body: VoteIn, user: CurrentUser, game: Game = GameDep) -> PlayRes
 
 
 def _skip(game: Game, store, user: UserRecord, body: PlayIn) -> PlayResult:
-    source = source_record(store, body.modelId, body.layer)
-    return _result(game, user, game.skip(user, body.campaign, source.id, body.index, daily=_daily_key(body)), _next_url(body))
+    return _result(game, user, game.skip(user, body.campaign, _source_id(game, store, body), body.index, daily=_daily_key(body)), _next_url(body))
 
 
 @router.post("/api/play/skip", response_model=PlayResult, responses=ERRORS, summary="Skip the latent")
