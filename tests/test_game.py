@@ -323,7 +323,14 @@ def test_a_submit_writes_explanation_score_and_play_in_one_transaction(game) -> 
         game.games.add_scored_explanation(mia.id, source_id, index, "half written", score={"scorer": "embedding", "status": "maybe"},
                                           points=0, campaign_id=None, details={}, daily=None)  # fmt: skip
     assert len(game.store.list_explanations(source_id, index)) == before
+    with pytest.raises(Exception, match="(?i)foreign key"):  # the play row fails after the explanation and score rows
+        game.games.add_scored_explanation(mia.id, source_id, index, "half written", score={"scorer": "embedding", "status": "ok", "score": 0.5},
+                                          points=0, campaign_id=10**9, details={}, daily=None)  # fmt: skip
+    assert len(game.store.list_explanations(source_id, index)) == before
     assert len(game.games.plays(user_id=mia.id)) == 1
+    with pytest.raises(Exception, match="no latent"):
+        game.games.add_scored_explanation(mia.id, source_id, 10**6, "no such latent", score={"scorer": "embedding", "status": "ok"},
+                                          points=0, campaign_id=None, details={}, daily=None)  # fmt: skip
 
 
 def test_campaigns_are_reread_after_a_change_here(game, gatlas) -> None:

@@ -63,6 +63,11 @@ def test_game_reads_match_the_orm(store: Store) -> None:
         "scorer": "embedding", "status": "ok", "score": 0.7, "baseline_score": 0.5, "prompt_version": GAME_SCORE_VERSION, "details": {}},
         points=3, campaign_id=None, details={}, daily="2026-12-01")  # fmt: skip
     store.add_score(machine, "embedding", status="ok", score=0.6, baseline_score=0.5, prompt_version=GAME_SCORE_VERSION)
+    written = store.get_explanation(mine)  # the move's rows, written on the driver's connection, read back by the ORM
+    assert (written.method, written.author, written.details) == ("game", "alice", {})
+    assert written.created_at.tzinfo is not None and abs(utcnow() - written.created_at) < timedelta(minutes=1)
+    assert [(x.scorer, x.status, x.score, x.baseline_score, x.details) for x in written.scores] == [("embedding", "ok", 0.7, 0.5, {})]
+    assert written.scores[0].created_at == written.created_at
     store.vote(bob.id, mine, 1)
     store.vote(alice.id, machine, -1)
     store.vote(bob.id, machine, -1)
