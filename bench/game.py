@@ -188,12 +188,36 @@ def threshold_check() -> None:
         print(f"cosine, {label:24s} min {min(sims):.3f}  max {max(sims):.3f}  (threshold {DUPLICATE_COSINE})")
 
 
+def fresh_schema(server_url: str, name: str) -> tuple[str, str]:
+    """(a URL of `server_url` whose default schema is a new schema `name`, the schema)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(sa.engine.make_url(server_url).set(drivername="postgresql+psycopg"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    engine.dispose()
+    url = engine.url.update_query_dict({"options": f"-csearch_path={name}"})
+    return url.render_as_string(hide_password=False), name
+
+
+def drop_schema(url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    engine.dispose()
+
+
 def measure(tree: Path, players: int, rounds: int, db: str | None, workers: int = 1, settle: float = 5.0,
             think: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """One run: a fresh atlas, a server of `tree`, the players; the latencies in seconds by label
     and, under "cpu", the timed part's wall time and the server's and the players' CPU seconds."""
     folder = Path(tempfile.mkdtemp(prefix="bench-game-"))
     os.environ["LATENTPEDIA_HOME"] = str(folder / "home")
+    schema = None
+    if db and db.startswith("postgresql"):  # a fresh schema per run, dropped after it
+        db, schema = fresh_schema(db, folder.name.replace("-", "_"))
     url = db or f"sqlite:///{folder / 'atlas.db'}"
     keys = build(tree, url, folder, players)
     port = _free_port()
@@ -203,6 +227,8 @@ def measure(tree: Path, players: int, rounds: int, db: str | None, workers: int 
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if schema:
+            drop_schema(db, schema)
     return {"puzzle page": pages, "submit (all)": [t for t, _ in submits],
             "submit, round 1": [t for t, first in submits if first], "submit, later": [t for t, first in submits if not first],
             "cpu": cpu}  # fmt: skip
@@ -225,20 +251,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--db", default=None, help="a database URL (default: a SQLite file in a temp dir); not with --before")
+    parser.add_argument("--db", default=None, help="a PostgreSQL server URL: each run builds in a new schema there, dropped after (default: a SQLite file per run)")
     parser.add_argument("--before", metavar="GIT_REF", default=None, help="also measure the server of this commit, side by side")
     parser.add_argument("--workers", type=int, default=1, help="server processes (latentpedia serve --workers N), for both runs")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between the warm-up and the players (a server makes its campaigns' first held-out sets)")
     parser.add_argument("--think", type=float, default=0.0, metavar="MS", help="players pause 0..2*MS ms (random) before each page and submit; 0: all at once")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating; the latencies are pooled")
     args = parser.parse_args()
-    if args.before and args.db:
-        raise SystemExit("--before needs a fresh atlas per run: leave out --db")
     trees = ([(args.before, checkout(args.before))] if args.before else []) + [("this tree", ROOT)]
     runs: dict[str, dict[str, Any]] = {name: {} for name, _ in trees}
     for k in range(args.repeat):
         for name, tree in trees:
-            found = measure(tree, args.players, args.rounds, None if args.before else args.db, args.workers, args.settle, args.think / 1000)
+            found = measure(tree, args.players, args.rounds, args.db, args.workers, args.settle, args.think / 1000)
             cpu = found.pop("cpu")
             requests = 2 * args.players * args.rounds
             print(f"run {k + 1} {name:12s} page p50 {pct(found['puzzle page'], 0.5):6.1f} ms  submit p50 {pct(found['submit (all)'], 0.5):6.1f} ms  "
