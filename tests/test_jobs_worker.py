@@ -22,14 +22,14 @@ from tests.test_jobs_state import wait_until
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def worker(db_url: str, home: Path, *, crash: str | None = None, idle_exit: bool = True, report: str = "0.001") -> subprocess.Popen:
+def worker(db_url: str, home: Path, *, crash: str | None = None, idle_exit: bool = True) -> subprocess.Popen:
     env = {**os.environ, "LATENTPEDIA_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
            "LATENTPEDIA_PROGRESS_SECONDS": "0"}  # fmt: skip
     env.pop("LATENTPEDIA_CRASH_AT", None)
     if crash:
         env["LATENTPEDIA_CRASH_AT"] = crash
     args = [sys.executable, "-m", "latentpedia.cli", "worker", "--db", db_url, "--poll-seconds", "0.2",
-            "--report-seconds", report]  # every reading written: progress before a kill, and progress writes racing a cancel
+            "--report-seconds", "0.001"]  # every reading written: progress before a kill, and progress writes racing a cancel
     return subprocess.Popen(args + (["--exit-when-idle"] if idle_exit else []), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 

@@ -284,6 +284,11 @@ class GameStore:
     def _read(self):
         return self.store._read()
 
+    def _hot(self, read: Any, *args: Any) -> Any:
+        """`read(conn, dialect, *args)`, one of store/hot_reads.py's reads, on a pooled driver connection."""
+        with dbapi_connection(self.store.engine) as conn:
+            return read(conn, self.store.dialect, *args)
+
     # campaigns
 
     def add_campaign(self, slug: str, title: str, source_id: int, *, order: str = "unexplained",
@@ -393,7 +398,7 @@ class GameStore:
                       campaign_id: int | None, daily: str | None) -> None:  # fmt: skip
         """A near-duplicate submit: the player's +1 vote for `explanation_id` (when `vote`) and the
         play that earned nothing, in one transaction."""
-        with self.store.engine.begin() as conn:  # Core statements, as add_scored_explanation
+        with self.store.engine.begin() as conn:  # Core statements: two or three small writes, ~2x cheaper than the ORM's
             if vote and explanation_id is not None:
                 voted = conn.execute(update(Vote).where(Vote.user_id == user_id, Vote.explanation_id == explanation_id).values(value=1))
                 if not voted.rowcount:
@@ -404,9 +409,7 @@ class GameStore:
     def plays(self, *, user_id: int | None = None, source_id: int | None = None, index: int | None = None,
               campaign_id: int | None = None, since: datetime | None = None, until: datetime | None = None) -> list[PlayRecord]:  # fmt: skip
         if user_id is not None and campaign_id is None and since is None and until is None:  # a player's: the hot path
-            with dbapi_connection(self.store.engine) as conn:
-                return [PlayRecord(*row) for row in hot_reads.read_plays(conn, self.store.dialect, user_id=user_id,
-                                                                          source_id=source_id, index=index)]  # fmt: skip
+            return [PlayRecord(*row) for row in self._hot(hot_reads.read_plays, user_id, source_id, index)]
         query = select(Play).order_by(Play.id)
         for column, value in ((Play.user_id, user_id), (Play.source_id, source_id), (Play.latent_index, index),
                               (Play.campaign_id, campaign_id)):  # fmt: skip
@@ -426,20 +429,17 @@ class GameStore:
 
     def game_scores(self, source_id: int, index: int | None = None) -> dict[int, tuple[int, float, int | None, str]]:
         """{explanation id: (latent, score, author id, text)} of the visible game-scored explanations."""
-        with dbapi_connection(self.store.engine) as conn:
-            return hot_reads.game_scores(conn, self.store.dialect, source_id, GAME_SCORE_VERSION, index)
+        return self._hot(hot_reads.game_scores, source_id, GAME_SCORE_VERSION, index)
 
     def latent_explanations(self, source_id: int, index: int, user_id: int | None = None) -> list[dict[str, Any]]:
         """A latent's explanations as a puzzle lists them, best voted first (then oldest): id,
         text, method, author id and name, vote sum and `my_vote` (`user_id`'s vote, 0 if none). One
         statement; no scores (what `list_explanations` also reads, with each score's details,
         costs a page several times more)."""
-        with dbapi_connection(self.store.engine) as conn:
-            return hot_reads.latent_explanations(conn, self.store.dialect, source_id, index, user_id)
+        return self._hot(hot_reads.latent_explanations, source_id, index, user_id)
 
     def hidden_ids(self) -> set[int]:
-        with dbapi_connection(self.store.engine) as conn:
-            return hot_reads.hidden_ids(conn, self.store.dialect)
+        return self._hot(hot_reads.hidden_ids)
 
     def banned_ids(self) -> set[int]:
         with self._read() as session:
@@ -448,8 +448,7 @@ class GameStore:
     def usernames(self, ids: set[int]) -> dict[int, str]:
         if not ids:
             return {}
-        with dbapi_connection(self.store.engine) as conn:
-            return hot_reads.usernames(conn, self.store.dialect, ids)
+        return self._hot(hot_reads.usernames, ids)
 
     def explained_by_people(self, source_id: int) -> set[int]:
         """Latents of the source with an explanation written by someone (not an explainer)."""
@@ -599,8 +598,7 @@ class GameStore:
         return user
 
     def prefs(self, user_id: int) -> tuple[str, bool]:
-        with dbapi_connection(self.store.engine) as conn:
-            return hot_reads.read_prefs(conn, self.store.dialect, user_id)
+        return self._hot(hot_reads.read_prefs, user_id)
 
     def set_prefs(self, user_id: int, *, mode: str | None = None, tutorial_done: bool | None = None) -> tuple[str, bool]:
         if mode is not None and mode not in ("simple", "advanced"):

@@ -82,7 +82,7 @@ def user_by_session(conn: Any, dialect: str, token_hash: str) -> tuple[tuple, st
 # the game
 
 
-def read_plays(conn: Any, dialect: str, *, user_id: int, source_id: int | None = None, index: int | None = None) -> list[tuple]:
+def read_plays(conn: Any, dialect: str, user_id: int, source_id: int | None = None, index: int | None = None) -> list[tuple]:
     """A player's plays (of one source, of one latent), oldest first: a PlayRecord's fields each."""
     where, params = ["user_id = ?"], [user_id]
     for column, value in (("source_id", source_id), ("latent_index", index)):
